@@ -1,0 +1,37 @@
+"""The one builder: configuration -> wired `PixelCLIP` (and the open_clip tokenizer)."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import Config
+from .model.backbone import DenseEncoder, create_clip, default_trainable, preprocess_stats, set_trainable
+from .model.decoder import MaskDecoder
+from .model.momentum import make_teacher
+from .model.prompts import ClassPrompts, TextEncoder
+from .task import PixelCLIP
+
+
+def build_pixelclip(cfg: Config, device: str | torch.device = "cpu") -> PixelCLIP:
+    """Create the open_clip model named by `cfg.backbone` and wire student, teacher, frozen text
+    encoder, learnable prompts and decoder around it. Random initialisation uses `cfg.seed` and
+    leaves the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        clip, tokenizer = create_clip(cfg.backbone.name, cfg.backbone.pretrained, device)
+        clip.eval()
+        for p in clip.parameters():
+            p.requires_grad_(False)
+        set_trainable(clip.visual, cfg.backbone.trainable or default_trainable(clip.visual))
+        mean, std = preprocess_stats(clip)
+        student = DenseEncoder(clip.visual, mean, std)
+        teacher = DenseEncoder(make_teacher(clip.visual), mean, std)
+        text = TextEncoder(clip, tokenizer)
+        p = cfg.prompts
+        prompts = ClassPrompts(text, p.num_clusters, p.length, p.template, seed=p.seed)
+        d = cfg.decoder
+        decoder = MaskDecoder(d.hidden, d.mid, d.groups, out_size=cfg.data.mask_size)
+    task = PixelCLIP(clip, student, teacher, text, prompts, decoder, epsilon=cfg.cluster.epsilon,
+                     sinkhorn_iters=cfg.cluster.sinkhorn_iters, image_size=cfg.backbone.image_size,
+                     mask_size=cfg.data.mask_size, model_name=cfg.backbone.name)
+    return task.to(device)

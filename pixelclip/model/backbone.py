@@ -1,0 +1,201 @@
+"""Dense features [B, D, h, w] from open_clip image towers, without patching them.
+
+`DenseEncoder` reads the submodules of an open_clip visual tower and runs its own forward:
+- ViT (`open_clip.transformer.VisionTransformer`): positional embeddings resized bicubically to
+  the input's grid; all blocks but the last run as they are; the last block is MaskCLIP-style:
+  every token's attention output is the value path `out_proj(v(ln_1(x)))`, the residual is the
+  input CLS token broadcast to every position, the MLP is kept; then `ln_post` and the projection
+  on every token, CLS dropped.
+- ConvNeXt through timm (`open_clip.timm_model.TimmModel`): the trunk's features, the head's norm
+  with no global pooling, then the projection applied at each location.
+Images enter in [0, 1]; the encoder normalises them with the model's mean and std.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
+
+
+def register_model_configs() -> None:
+    """Make the project's open_clip configurations (`pixelclip-tiny-*`) known to open_clip.
+
+    Idempotent. After it, `open_clip.create_model("pixelclip-tiny-vit", pretrained=path)` works.
+    """
+    import open_clip
+
+    names = {p.stem for p in _CONFIG_DIR.glob("*.json")}
+    if not names.issubset(open_clip.list_models()):
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+def create_clip(name: str, pretrained: str | None = None, device: str | torch.device = "cpu"):
+    """Build an open_clip model and its tokenizer the open_clip way.
+
+    `pretrained` is an open_clip tag (downloaded by open_clip where there is network), a local file
+    path, or None for random initialisation. Returns `(model, tokenizer)`.
+    """
+    import open_clip
+
+    register_model_configs()
+    if name not in open_clip.list_models() and not name.startswith(("hf-hub:", "local-dir:")):
+        raise ValueError(f"backbone.name {name!r} is not an open_clip model configuration")
+    if pretrained and not Path(pretrained).is_file():
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            raise ValueError(f"backbone.pretrained {pretrained!r} is neither a file nor a tag of {name} "
+                             f"(tags: {', '.join(tags) or 'none'})")
+    model = open_clip.create_model(name, pretrained=pretrained or None, device=device)
+    tokenizer = open_clip.get_tokenizer(name)
+    return model, tokenizer
+
+
+def _is_vit(visual: nn.Module) -> bool:
+    from open_clip.transformer import VisionTransformer
+
+    return isinstance(visual, VisionTransformer)
+
+
+def _is_timm(visual: nn.Module) -> bool:
+    from open_clip.timm_model import TimmModel
+
+    return isinstance(visual, TimmModel)
+
+
+def default_trainable(visual: nn.Module) -> list[str]:
+    """Parameter-name patterns that train by default: ViT attention + positional embedding;
+    ConvNeXt (timm) the whole tower."""
+    if _is_vit(visual):
+        return [r"^positional_embedding$", r"\.attn\."]
+    return [r".*"]
+
+
+def set_trainable(visual: nn.Module, patterns: Sequence[str]) -> list[str]:
+    """Freeze every parameter of `visual`, then unfreeze names matching any pattern. Returns names."""
+    regs = [re.compile(p) for p in patterns]
+    names = []
+    for name, p in visual.named_parameters():
+        p.requires_grad_(any(r.search(name) for r in regs))
+        if p.requires_grad:
+            names.append(name)
+    if not names:
+        raise ValueError(f"backbone.trainable {list(patterns)} matches no parameter of the image tower")
+    return names
+
+
+class DenseEncoder(nn.Module):
+    """Dense image features from an open_clip visual tower.
+
+    Args:
+        visual: `model.visual` of an open_clip CLIP (ViT or timm ConvNeXt); used as is, not copied.
+        mean, std: per-channel normalisation of [0, 1] images (the model's preprocess config).
+    Forward: images [B, 3, H, W] float in [0, 1] -> features [B, D, h, w].
+    """
+
+    def __init__(self, visual: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        if _is_vit(visual):
+            blocks = visual.transformer.resblocks
+            if not isinstance(getattr(blocks[-1], "attn", None), nn.MultiheadAttention):
+                raise ValueError("ViT dense features need nn.MultiheadAttention in the last block; "
+                                 f"found {type(getattr(blocks[-1], 'attn', None)).__name__}")
+            if getattr(visual, "attn_pool", None) is not None:
+                raise ValueError("ViT towers with attentional pooling are not supported for dense features")
+            self.kind = "vit"
+        elif _is_timm(visual):
+            head = getattr(visual.trunk, "head", None)
+            if head is None or not hasattr(head, "norm") or not hasattr(visual.trunk, "forward_features"):
+                raise ValueError("timm towers need a trunk with forward_features and a head with a norm "
+                                 "(ConvNeXt-style); got " + type(visual.trunk).__name__)
+            self.kind = "convnext"
+        else:
+            raise ValueError(f"unsupported image tower {type(visual).__name__}: "
+                             "expected an open_clip VisionTransformer or a timm ConvNeXt")
+        self.visual = visual
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), False)
+
+    @property
+    def out_dim(self) -> int:
+        if self.kind == "vit":
+            return self.visual.proj.shape[1]
+        head = self.visual.head
+        last = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
+        return last.out_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        if self.kind == "vit":
+            return self._vit(x)
+        return self._convnext(x)
+
+    # -- ViT ------------------------------------------------------------------------------------
+    def _pos_embed(self, gh: int, gw: int) -> torch.Tensor:
+        pos = self.visual.positional_embedding  # [1 + g0*g1, C]
+        g0, g1 = self.visual.grid_size
+        if (gh, gw) == (g0, g1):
+            return pos
+        grid = pos[1:].reshape(1, g0, g1, -1).permute(0, 3, 1, 2)  # [1, C, g0, g1]
+        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+        grid = grid.permute(0, 2, 3, 1).reshape(gh * gw, -1)  # [gh*gw, C]
+        return torch.cat([pos[:1], grid], dim=0)
+
+    def _vit(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        B = x.shape[0]
+        x = v.conv1(x)  # [B, C, gh, gw]
+        gh, gw = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # [B, gh*gw, C]
+        cls = v.class_embedding.view(1, 1, -1).expand(B, -1, -1).to(x.dtype)
+        x = torch.cat([cls, x], dim=1)  # [B, 1 + gh*gw, C]
+        x = v.ln_pre(x + self._pos_embed(gh, gw).to(x.dtype))
+        batch_first = v.transformer.batch_first
+        if not batch_first:
+            x = x.transpose(0, 1)  # [L, B, C]
+        blocks = v.transformer.resblocks
+        for blk in blocks[:-1]:
+            x = blk(x)
+        x = self._last_block(blocks[-1], x, batch_first)
+        if not batch_first:
+            x = x.transpose(0, 1)  # [B, L, C]
+        x = v.ln_post(x[:, 1:]) @ v.proj  # [B, gh*gw, D]
+        return x.transpose(1, 2).reshape(B, -1, gh, gw)  # [B, D, gh, gw]
+
+    @staticmethod
+    def _last_block(blk: nn.Module, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
+        attn: nn.MultiheadAttention = blk.attn
+        W = attn.embed_dim
+        w_v = attn.in_proj_weight[2 * W:]  # value rows of the packed q, k, v projection
+        b_v = attn.in_proj_bias[2 * W:] if attn.in_proj_bias is not None else None
+        val = attn.out_proj(F.linear(blk.ln_1(x), w_v, b_v))  # value path, no query-key mixing
+        cls_in = x[:, :1] if batch_first else x[:1]  # input CLS token, broadcast to all positions
+        x = cls_in + blk.ls_1(val)
+        return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+
+    # -- ConvNeXt (timm) --------------------------------------------------------------------------
+    def _convnext(self, x: torch.Tensor) -> torch.Tensor:
+        trunk = self.visual.trunk
+        x = trunk.forward_features(x)  # [B, C, h, w]
+        x = trunk.head.norm(x)  # per-location norm, no global pooling
+        x = x.permute(0, 2, 3, 1)  # [B, h, w, C]
+        x = trunk.head.pre_logits(x) if hasattr(trunk.head, "pre_logits") else x
+        x = self.visual.head(x)  # projection at each location: [B, h, w, D]
+        return x.permute(0, 3, 1, 2).contiguous()  # [B, D, h, w]
+
+
+def preprocess_stats(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) an open_clip model expects, from its preprocess config."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    visual = model.visual
+    cfg = getattr(visual, "preprocess_cfg", None) or {}
+    mean = cfg.get("mean") or getattr(visual, "image_mean", None) or OPENAI_DATASET_MEAN
+    std = cfg.get("std") or getattr(visual, "image_std", None) or OPENAI_DATASET_STD
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
