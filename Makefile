@@ -1,0 +1,35 @@
+# Every target creates .venv from nothing when it is missing or older than pyproject.toml.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv lint test test-fast demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+# The test command of the README and of CI: environment, lint, the whole suite.
+test: lint
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not dist"
+
+# The main job on the embedded default (today: the library demo on CPU).
+demo: venv
+	$(PY) -m pipelines.demo --steps 20 --out out/demo
+
+bench: venv
+	$(PY) bench/step_breakdown.py --preset tiny
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache
