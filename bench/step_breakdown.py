@@ -53,6 +53,15 @@ def _time(fn, device, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times) * 1000.0
 
 
+def _gflops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 def run(args) -> None:
     device = torch.device(args.device)
     overrides = ["backbone.pretrained=null", *args.override]
@@ -104,30 +113,31 @@ def run(args) -> None:
     parts = {"student fwd+bwd": student, "teacher fwd": teacher, "text enc (K prompts) fwd+bwd": text,
              "pooling + Sinkhorn + targets": pool_sinkhorn, "decoder + loss fwd+bwd": decoder_loss}
     ms = {k: _time(f, device, args.repeats) for k, f in parts.items()}
+    gflops = {k: _gflops(f) for k, f in parts.items()}
     task.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     step_ms = _time(full, device, args.repeats)
+    step_gflops = _gflops(full)
     print(f"# preset={args.preset} device={device} batch={args.batch} masks/image={args.masks} "
           f"K={cfg.prompts.num_clusters} image={cfg.backbone.image_size} mask={cfg.data.mask_size} "
           f"amp={'bf16' if args.amp else 'off'} threads={torch.get_num_threads()} repeats={args.repeats} (median)")
-    print(f"{'part':34s} {'ms':>10s} {'share of step':>14s}")
+    print(f"{'part':34s} {'ms':>10s} {'time share':>11s} {'GFLOP':>10s} {'FLOP share':>11s}")
     for k, v in ms.items():
-        print(f"{k:34s} {v:10.1f} {100 * v / step_ms:13.1f}%")
-    print(f"{'sum of parts':34s} {sum(ms.values()):10.1f} {100 * sum(ms.values()) / step_ms:13.1f}%")
-    print(f"{'full Trainer.step':34s} {step_ms:10.1f} {100.0:13.1f}%")
-    head = ms["pooling + Sinkhorn + targets"] + ms["decoder + loss fwd+bwd"]
-    print(f"pooling + Sinkhorn + decoder + loss = {100 * head / step_ms:.1f}% of the step (target <= 10%)")
+        print(f"{k:34s} {v:10.1f} {100 * v / step_ms:10.1f}% {gflops[k]:10.1f} "
+              f"{100 * gflops[k] / step_gflops:10.1f}%")
+    tot_ms, tot_gf = sum(ms.values()), sum(gflops.values())
+    print(f"{'sum of parts':34s} {tot_ms:10.1f} {100 * tot_ms / step_ms:10.1f}% {tot_gf:10.1f} "
+          f"{100 * tot_gf / step_gflops:10.1f}%")
+    print(f"{'full Trainer.step':34s} {step_ms:10.1f} {100.0:10.1f}% {step_gflops:10.1f} {100.0:10.1f}%")
+    keys = ("pooling + Sinkhorn + targets", "decoder + loss fwd+bwd")
+    head_t, head_f = sum(ms[k] for k in keys), sum(gflops[k] for k in keys)
+    print(f"pooling + Sinkhorn + decoder + loss: {100 * head_t / step_ms:.1f}% of the step time, "
+          f"{100 * head_f / step_gflops:.1f}% of its FLOPs (target <= 10%)")
     print(f"images/s: {1000 * args.batch / step_ms:.2f}")
     if device.type == "cuda":
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
-        with counter:
-            full()
-        flops = counter.get_total_flops()
-        mfu = flops / (step_ms / 1000) / (args.peak_tflops * 1e12)
-        print(f"model FLOPs/step: {flops / 1e12:.2f} TFLOP; MFU: {100 * mfu:.1f}% of {args.peak_tflops} TFLOP/s")
+        mfu = step_gflops * 1e9 / (step_ms / 1000) / (args.peak_tflops * 1e12)
+        print(f"model FLOPs/step: {step_gflops / 1e3:.2f} TFLOP; MFU: {100 * mfu:.1f}% of {args.peak_tflops} TFLOP/s")
         print(f"peak memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 
 

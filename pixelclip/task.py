@@ -40,6 +40,9 @@ def check_batch(weak: torch.Tensor, strong: torch.Tensor, masks: torch.Tensor,
             raise ValueError(f"{name} must be images [B, 3, H, W], got {shape}")
         if not img.is_floating_point():
             raise ValueError(f"{name} must be a float tensor with values in [0, 1], got dtype {img.dtype}")
+        lo, hi = float(img.min()) if img.numel() else 0.0, float(img.max()) if img.numel() else 0.0
+        if lo < -0.01 or hi > 1.01:  # NaN passes: a non-finite step is the trainer's to skip
+            raise ValueError(f"{name} must hold values in [0, 1] (the encoder normalises), got [{lo:.3g}, {hi:.3g}]")
     if weak.shape != strong.shape:
         raise ValueError(f"weak {tuple(weak.shape)} and strong {tuple(strong.shape)} views differ in shape")
     if not isinstance(masks, torch.Tensor) or masks.ndim != 4:

@@ -9,6 +9,7 @@ from tests.conftest import synthetic_batch
 
 def test_text_encoder_matches_open_clip(tiny_task):
     ids = tiny_task.text.tokenize(["a photo of a cat.", "grass"])
+    assert tiny_task.text._used_length(ids) == 8 < ids.shape[1]  # padding after <eot> is cut off exactly
     torch.testing.assert_close(tiny_task.text.encode(ids), tiny_task.clip.encode_text(ids))
 
 
@@ -141,3 +142,9 @@ def test_cutout_pixels_leave_the_loss(tiny_task, tiny_cfg):
     keep = torch.zeros(4, 64, 64, dtype=torch.bool)
     out = tiny_task(**batch, keep=keep)
     assert out.loss.item() == 0.0 and out.metrics["covered_fraction"] == 0.0
+
+
+def test_images_outside_unit_range_are_refused(tiny_task, tiny_cfg):
+    batch = synthetic_batch(tiny_cfg)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        tiny_task(**{**batch, "weak": batch["weak"] * 255})
