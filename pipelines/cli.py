@@ -3,6 +3,9 @@
     pixelclip demo [--steps 20] [--out out/demo]
     pixelclip segment photo.jpg --classes "cat, grass, sky" --checkpoint ckpt.safetensors -o out.png
     pixelclip config tiny [--set prompts.num_clusters=32]       # print a resolved configuration
+    pixelclip store start|stop|status --data .stack/seaweedfs     # the local S3 object store (SeaweedFS)
+    pixelclip synth-sa1b s3://data/raw --shards 2 --images 8      # synthetic SA-1B shards
+    pixelclip prepare --input s3://data/raw/ --output s3://data/ready/ [--source sa1b|dino|sam] [--sample 0.05]
 """
 
 from __future__ import annotations
@@ -32,6 +35,44 @@ def _segment(args) -> None:
     print(f"wrote {args.output}" + (f" and {args.labels}" if args.labels else ""))
 
 
+def _prepare(args) -> None:
+    import json
+
+    import ray
+
+    from pipelines.prepare import PrepareConfig, format_summary, run_prepare
+    from pixelclip.data.sa1b import ConvertOptions
+
+    convert = ConvertOptions(short_side=args.short_side, min_area=args.min_area, max_masks=args.max_masks)
+    cfg = PrepareConfig(input=args.input, output=args.output, source=args.source, sample=args.sample,
+                        seed=args.seed, convert=convert, weights=args.weights,
+                        allow_random_weights=args.allow_random_weights, sam_model_type=args.sam_model_type,
+                        overwrite=args.overwrite).validate()
+    ray.init(address=args.address, ignore_reinit_error=True)
+    summary = run_prepare(cfg)
+    print(format_summary(summary))
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=2))
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="SA-1B shards or JPEGs -> training-ready Parquet shards (Ray Data)")
+    p.add_argument("--input", required=True, help="s3:// prefix or folder of sa_*.tar (or JPEGs for dino/sam)")
+    p.add_argument("--output", required=True, help="s3:// prefix or folder for the Parquet shards")
+    p.add_argument("--source", choices=["sa1b", "dino", "sam"], default="sa1b")
+    p.add_argument("--sample", type=float, default=1.0, help="fraction of images kept (paper: 0.05)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--short-side", type=int, default=750, help="stored short side (px)")
+    p.add_argument("--min-area", type=int, default=64, help="smallest mask kept, in stored pixels")
+    p.add_argument("--max-masks", type=int, default=128, help="masks kept per image, largest first")
+    p.add_argument("--weights", help="DINO / SAM weights: local or s3:// path")
+    p.add_argument("--sam-model-type", default="vit_b")
+    p.add_argument("--allow-random-weights", action="store_true", help="tests only: untrained mask models")
+    p.add_argument("--overwrite", action="store_true", help="replace Parquet files already in --output")
+    p.add_argument("--address", default=None, help="Ray address (default: the running cluster, else local)")
+    p.add_argument("--summary", help="also write the run summary as JSON to this local file")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="pixelclip", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,9 +93,27 @@ def main(argv: list[str] | None = None) -> None:
     c = sub.add_parser("config", help="print a resolved configuration as YAML")
     c.add_argument("source", help="a preset name or a YAML file")
     c.add_argument("--set", dest="overrides", action="append", default=[])
+    _add_prepare(sub)
+    st = sub.add_parser("store", help="start, stop or report the local SeaweedFS object store")
+    st.add_argument("action", choices=["start", "stop", "status"])
+    st.add_argument("--data", default=".stack/seaweedfs")
+    st.add_argument("--port", type=int, default=None)
+    sy = sub.add_parser("synth-sa1b", help="write synthetic SA-1B shards", add_help=False)
+    sy.add_argument("rest", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     try:
-        if args.command == "demo":
+        if args.command == "prepare":
+            _prepare(args)
+        elif args.command == "store":
+            from pipelines import objectstore
+
+            port = ["--port", str(args.port)] if args.port else []
+            sys.exit(objectstore.main([args.action, "--data", args.data, *port]) or 0)
+        elif args.command == "synth-sa1b":
+            from pipelines import synth_sa1b
+
+            synth_sa1b.main(args.rest)
+        elif args.command == "demo":
             from pipelines.demo import run
 
             run(args.steps, args.out, args.preset, args.overrides)
@@ -64,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             from pixelclip.config import load_config
 
             print(load_config(args.source, args.overrides).to_yaml(), end="")
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"pixelclip {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
 

