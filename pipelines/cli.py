@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("action", choices=["start", "stop", "status"])
     st.add_argument("--data", default=".stack/seaweedfs")
     st.add_argument("--port", type=int, default=None)
+    st.add_argument("--bucket", action="append", default=[], help="with start: also create this bucket")
     sy = sub.add_parser("synth-sa1b", help="write synthetic SA-1B shards", add_help=False)
     sy.add_argument("rest", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
@@ -108,7 +109,12 @@ def main(argv: list[str] | None = None) -> None:
             from pipelines import objectstore
 
             port = ["--port", str(args.port)] if args.port else []
-            sys.exit(objectstore.main([args.action, "--data", args.data, *port]) or 0)
+            rc = objectstore.main([args.action, "--data", args.data, *port]) or 0
+            if rc == 0 and args.action == "start":
+                for bucket in args.bucket:
+                    objectstore.SeaweedFS(args.data).create_bucket(bucket)
+                    print(f"bucket {bucket} ready")
+            sys.exit(rc)
         elif args.command == "synth-sa1b":
             from pipelines import synth_sa1b
 

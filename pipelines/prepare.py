@@ -81,9 +81,11 @@ def keep_sample(image_id: str, fraction: float, seed: int) -> bool:
 
 
 def iter_tar_pairs(uri: str, opts: storage.StorageOptions | None, max_pending: int = 16,
-                   wanted=lambda stem: True) -> Iterator[tuple[str, dict[str, bytes] | None, str | None]]:
-    """Stream a tar: yield (stem, {"jpg": ..., "json": ...}, None) per complete pair, or
-    (stem, None, reason) for a problem or for an image not `wanted` ("sampled_out", not read)."""
+                   wanted=lambda stem: True, need: tuple[str, ...] = ("jpg", "json"),
+                   ) -> Iterator[tuple[str, dict[str, bytes] | None, str | None]]:
+    """Stream a tar: yield (stem, {"jpg": ..., "json": ...}, None) per sample with all the members
+    in `need`, or (stem, None, reason) for a problem or an image not `wanted` ("sampled_out", not
+    read). Members whose extension is not needed are skipped without being read."""
     pending: dict[str, dict[str, bytes]] = {}
     try:
         with storage.open_input(uri, opts) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
@@ -92,7 +94,7 @@ def iter_tar_pairs(uri: str, opts: storage.StorageOptions | None, max_pending: i
                     continue
                 stem, ext = member.name.rsplit("/", 1)[-1].rsplit(".", 1)
                 ext = {"jpeg": "jpg"}.get(ext.lower(), ext.lower())
-                if ext not in ("jpg", "json"):
+                if ext not in need:
                     continue
                 if not wanted(stem):
                     if ext == "jpg":
@@ -101,7 +103,7 @@ def iter_tar_pairs(uri: str, opts: storage.StorageOptions | None, max_pending: i
                 data = tar.extractfile(member).read()  # raises on a cut stream: nothing half-read is kept
                 entry = pending.setdefault(stem, {})
                 entry[ext] = data
-                if len(entry) == 2:
+                if len(entry) == len(need):
                     yield stem, pending.pop(stem), None
                 while len(pending) > max_pending:  # SA-1B pairs are adjacent: a lone member is orphaned
                     yield next(iter(pending)), None, "missing_pair"
@@ -142,7 +144,7 @@ def _image_rows(row: dict, cfg: PrepareConfig, opts, stats) -> Iterator[dict]:
     uri = row["uri"]
     wanted = lambda stem: keep_sample(stem, cfg.sample, cfg.seed)  # noqa: E731
     if uri.endswith(".tar"):
-        for stem, pair, problem in iter_tar_pairs(uri, opts, cfg.max_pending, wanted):
+        for stem, pair, problem in iter_tar_pairs(uri, opts, cfg.max_pending, wanted, need=("jpg",)):
             if pair is not None:
                 yield {"uri": uri, "image_id": stem, "member": f"{stem}.jpg", "jpeg": pair["jpg"]}
             elif problem == "sampled_out":

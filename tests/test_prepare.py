@@ -173,6 +173,38 @@ def photos(store):
     return uris
 
 
+def _mask_model_cfg(source, input_uri, output_uri, **kw):
+    return PrepareConfig(input=input_uri, output=output_uri, source=source,
+                         convert=ConvertOptions(short_side=48, min_area=1),
+                         dino_k=4, dino_image_size=64, sam_model_type="tiny", batch_size=2,
+                         sam_options={"points_per_side": 4, "pred_iou_thresh": 0.0,
+                                      "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}, **kw)
+
+
+@pytest.mark.parametrize("source", ["dino", "sam"])
+def test_mask_model_sources_on_sa1b_shards(store, ray_local, raw, source, tmp_path):
+    """DINO / SAM masks for the images of the synthetic SA-1B shards (their JSON is ignored): the
+    broken JPEGs and the cut tar are skipped and counted, the rest reaches the training reader."""
+    weights = None
+    if source == "dino":  # weights from the object store, as users keep them
+        from pixelclip.data.masks import DinoMasker
+
+        local = tmp_path / "dino.safetensors"
+        from safetensors.torch import save_file
+
+        save_file(DinoMasker.from_weights(None, image_size=64).model.state_dict(), str(local))
+        weights = "s3://data/weights/dino.safetensors"
+        storage.upload(str(local), weights, store)
+    cfg = _mask_model_cfg(source, "s3://data/raw/", f"s3://data/ready-{source}-tars/", weights=weights,
+                          allow_random_weights=weights is None)
+    s = run_prepare(cfg, store)
+    assert s["skipped"] == {"bad_image": 2, "corrupt_tar": 1}, s["skipped"]
+    assert s["images_written"] == s["images_in"] - 2 and s["images_written"] > 30
+    tcfg = pixelclip.load_config("tiny", ["data.resize_short=64", "data.crop=48"])
+    batch = next(iter_batches(training_dataset(f"s3://data/ready-{source}-tars/", tcfg, store, seed=0), 4))
+    assert batch["weak"].shape == (4, 3, 64, 64) and batch["masks"].shape[0] == 4 and batch["masks"].any()
+
+
 @pytest.mark.parametrize("source", ["dino", "sam"])
 def test_mask_model_sources(store, ray_local, photos, source):
     """Plumbing with random weights: masks come from the model actors; a broken JPEG is skipped."""

@@ -301,3 +301,25 @@ def test_augment_with_rle_masks_equals_dense_masks():
         a = aug(image, torch.from_numpy(dense), torch.Generator().manual_seed(seed))
         b = aug(image, rle.RLEMasks(strings, (h, w)), torch.Generator().manual_seed(seed))
         assert torch.equal(a.masks, b.masks) and torch.equal(a.weak, b.weak)
+
+
+def test_joined_resize_areas_and_encoding_match_the_per_mask_functions():
+    rng = np.random.default_rng(11)
+    h, w = 41, 67
+    masks = [rng.random((h, w)) > 0.5, np.zeros((h, w), bool), np.ones((h, w), bool),
+             _blob_free_rect(h, w, 3, 9, 40, 66)]
+    strings = [rle.encode_counts(rle.mask_to_counts(m)) for m in masks]
+    for new in ((20, 30), (41, 67), (77, 101)):
+        counts, nvals = rle.resize_joined(strings, (h, w), new)
+        per_mask = [rle.resize_counts(s, (h, w), new) for s in strings]
+        assert [a.tolist() for a in np.split(counts, np.cumsum(nvals)[:-1])] == [p.tolist() for p in per_mask]
+        assert rle.areas(counts, nvals).tolist() == [rle.area(p) for p in per_mask]
+        assert rle.encode_many(counts, nvals) == [rle.encode_counts(p).encode() for p in per_mask]
+    assert rle.resize_many([], (h, w), (5, 5)) == []
+
+
+def _blob_free_rect(h, w, r0, c0, r1, c1):
+    m = np.zeros((h, w), bool)
+    m[r0:r1, c0:c1] = True  # touches the last row/column: the mask ends with a 1-run
+    m[r1:, c1:] = True
+    return m

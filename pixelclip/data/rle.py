@@ -364,17 +364,93 @@ def sample_many(rles: list[str | bytes | np.ndarray], size: tuple[int, int], row
     return _decode_sampled(rles, size, _index_sampling(rows, h, "row"), _index_sampling(cols, w, "column"))
 
 
+def _joined_counts(rles: list[str | bytes | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """N masks (strings or run lengths) -> (all run lengths concatenated [R], runs per mask [N])."""
+    if all(isinstance(r, str | bytes | bytearray) for r in rles):
+        return _decode_strings([_as_bytes(r) for r in rles])
+    parts = [_as_counts(r) for r in rles]
+    return np.concatenate(parts), np.array([p.size for p in parts], dtype=np.int64)
+
+
+def resize_many(rles: list[str | bytes | np.ndarray], size: tuple[int, int],
+                new_size: tuple[int, int]) -> list[np.ndarray]:
+    """`resize_counts` for the N masks of one image in one pass over all their runs (one decode of
+    the joined strings). Returns N run-length arrays at `new_size`. ValueError for bad strings or
+    counts that do not fit `size`."""
+    counts, nvals = resize_joined(rles, size, new_size)
+    return np.split(counts, np.cumsum(nvals)[:-1]) if len(nvals) else []
+
+
+def resize_joined(rles: list[str | bytes | np.ndarray], size: tuple[int, int],
+                  new_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Like `resize_many`, with no per-mask Python work: (run lengths of all N resized masks
+    concatenated [R2], runs per mask [N]); feed them to `encode_many` or `areas`."""
+    (h, w), (h2, w2) = size, new_size
+    n, total = len(rles), h2 * w2
+    if not n:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    counts, nvals = _joined_counts(rles)
+    _check_counts(counts, nvals, h, w)
+    mask_id, j, ia, ib = _pieces(*_one_runs(counts, nvals, h * w), h, _sampling(h, h2), _sampling(w, w2))
+    # Flat target 1-intervals, sorted by (mask, start); disjoint inside a mask, so ends sort alike.
+    key_s, key_e = mask_id * total + j * h2 + ia, mask_id * total + j * h2 + ib
+    order = np.argsort(key_s, kind="stable")
+    mid, start, end = mask_id[order], key_s[order] - mask_id[order] * total, key_e[order] - mask_id[order] * total
+    # Merge intervals that touch (the end of one is the start of the next, same mask).
+    touch = (end[:-1] == start[1:]) & (mid[:-1] == mid[1:])
+    keep_s, keep_e = np.concatenate([[True], ~touch]), np.concatenate([~touch, [True]])
+    mid, start, end = mid[keep_s], start[keep_s], end[keep_e]
+    k = np.bincount(mid, minlength=n)  # [N] intervals per mask
+    first = np.concatenate([[0], np.cumsum(k)[:-1]])  # [N] index of each mask's first interval
+    local = np.arange(mid.size) - first[mid]  # rank of each interval in its mask
+    prev_end = np.where(local > 0, np.concatenate([[0], end[:-1]]), 0)
+    # Runs per mask: gap0, len0, gap1, len1, ..., trailing 0-run (dropped when empty and k > 0).
+    last_end = np.zeros(n, dtype=np.int64)
+    last_end[mid] = end  # sorted by start: the last write per mask is its last interval
+    trailing = total - last_end
+    n_runs = 2 * k + 1 - ((trailing == 0) & (k > 0))
+    offset = np.concatenate([[0], np.cumsum(n_runs)[:-1]])
+    out = np.zeros(int(n_runs.sum()), dtype=np.int64)
+    pos = offset[mid] + 2 * local
+    out[pos] = start - prev_end
+    out[pos + 1] = end - start
+    has_tail = ~((trailing == 0) & (k > 0))
+    out[(offset + 2 * k)[has_tail]] = trailing[has_tail]
+    return out, n_runs
+
+
+def areas(counts: np.ndarray, nvals: np.ndarray) -> np.ndarray:
+    """Set pixels per mask [N] of joined run lengths [R] with `nvals` [N] runs each."""
+    odd = (_segment_index(nvals) & 1).astype(bool)
+    mask_of_run = np.repeat(np.arange(nvals.size), nvals)
+    return np.bincount(mask_of_run[odd], weights=counts[odd], minlength=nvals.size).astype(np.int64)
+
+
+def encode_many(counts: np.ndarray, nvals: np.ndarray) -> list[bytes]:
+    """Joined run lengths [R] of N masks (`nvals` [N] runs each) -> N compressed strings (bytes),
+    identical to `encode_counts` of each, in one vectorised pass."""
+    c = np.asarray(counts, dtype=np.int64)
+    li = _segment_index(nvals)  # index of each run inside its mask
+    x = c.copy()
+    d = np.flatnonzero(li >= 3)
+    x[d] -= c[d - 2]  # delta coding inside each mask
+    mag = np.where(x < 0, ~x, x)
+    nchunks = 1 + np.searchsorted(_CHUNK_BOUNDS, mag, side="right")
+    kk = _segment_index(nchunks)
+    chunk = (np.repeat(x, nchunks) >> (5 * kk)) & 0x1F
+    more = kk < np.repeat(nchunks - 1, nchunks)
+    buf = (_CHAR_LO + chunk + _MORE * more).astype(np.uint8).tobytes()
+    chars = np.bincount(np.repeat(np.arange(nvals.size), nvals), weights=nchunks, minlength=nvals.size)
+    ends = np.cumsum(chars.astype(np.int64))
+    return [buf[a:b] for a, b in zip(np.concatenate([[0], ends[:-1]]).tolist(), ends.tolist(), strict=True)]
+
+
 def _decode_sampled(rles, size, row_sampling, col_sampling) -> np.ndarray:
     h, w = size
     h2, w2 = row_sampling[0].size, col_sampling[0].size
     if not rles:
         return np.zeros((0, h2, w2), dtype=bool)
-    if all(isinstance(r, str | bytes | bytearray) for r in rles):
-        counts, nvals = _decode_strings([_as_bytes(r) for r in rles])
-    else:
-        parts = [_as_counts(r) for r in rles]
-        counts = np.concatenate(parts)
-        nvals = np.array([p.size for p in parts], dtype=np.int64)
+    counts, nvals = _joined_counts(rles)
     _check_counts(counts, nvals, h, w)
     pieces = _pieces(*_one_runs(counts, nvals, h * w), h, row_sampling, col_sampling)
     if not pieces[0].size or not h2 or not w2:

@@ -72,8 +72,9 @@ def decode_jpeg(data: bytes, size: tuple[int, int] | None = None) -> Image.Image
             raise SampleError("bad_image", f"not a JPEG (format {im.format})")
         if size is not None:
             im.draft("RGB", (size[1], size[0]))  # decodes at 1/2, 1/4 or 1/8 scale, never below size
-        im = im.convert("RGB")
         im.load()
+        if im.mode != "RGB":  # grayscale or CMYK JPEGs; RGB ones are used as decoded, no copy
+            im = im.convert("RGB")
     except SampleError:
         raise
     except Exception as e:  # truncated data, broken headers, ...: PIL raises many types
@@ -96,20 +97,15 @@ def parse_record(data: bytes | str) -> tuple[dict, list[dict]]:
     return {**info, "height": h, "width": w}, anns
 
 
-def _rle_counts(ann: dict, h: int, w: int) -> np.ndarray:
+def _rle(ann: dict, h: int, w: int) -> str | np.ndarray:
+    """The RLE counts of one annotation (compressed string, or a list for uncompressed RLE)."""
     seg = ann.get("segmentation") if isinstance(ann, dict) else None
     if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
         raise SampleError("bad_rle", "annotation without an RLE segmentation")
     if list(seg["size"]) != [h, w]:
         raise SampleError("size_mismatch", f"mask size {list(seg['size'])} != image size [{h}, {w}]")
-    try:
-        counts = rle.decode_counts(seg["counts"]) if isinstance(seg["counts"], str | bytes) \
-            else np.asarray(seg["counts"], dtype=np.int64)
-    except ValueError as e:
-        raise SampleError("bad_rle", str(e)) from e
-    if (counts < 0).any() or int(counts.sum()) != h * w:
-        raise SampleError("bad_rle", f"RLE covers {int(counts.sum())} pixels, the image has {h * w}")
-    return counts
+    counts = seg["counts"]
+    return counts if isinstance(counts, str | bytes) else np.asarray(counts, dtype=np.int64)
 
 
 def convert_sample(jpeg: bytes, record: bytes | str, opts: ConvertOptions) -> dict:
@@ -123,19 +119,22 @@ def convert_sample(jpeg: bytes, record: bytes | str, opts: ConvertOptions) -> di
     if abs(im.height / h - scale) > 0.02 or abs(round(h * scale) - im.height) > 8:
         raise SampleError("size_mismatch", f"JPEG is {im.height}x{im.width} (at scale {scale:.3g}), "
                                            f"the JSON says {h}x{w}")
-    counts = [_rle_counts(a, h, w) for a in anns]
+    counts = [_rle(a, h, w) for a in anns]
     if not counts:
         raise SampleError("no_masks", "the sample has no annotations")
-    resized = [rle.resize_counts(c, (h, w), (h2, w2)) for c in counts]
+    try:
+        resized = rle.resize_joined(counts, (h, w), (h2, w2))  # run space: never at full resolution
+    except ValueError as e:
+        raise SampleError("bad_rle", str(e)) from e
     image_id = str(info.get("file_name", info.get("image_id", ""))).rsplit(".", 1)[0]
     return _record(image_id, im, resized, (h, w), (h2, w2), opts)
 
 
-def _record(image_id: str, im: Image.Image, resized: list[np.ndarray], size: tuple[int, int],
+def _record(image_id: str, im: Image.Image, resized: tuple[np.ndarray, np.ndarray], size: tuple[int, int],
             stored: tuple[int, int], opts: ConvertOptions) -> dict:
-    """Select the largest masks (run lengths at `stored`), re-encode the image, build the record."""
+    """Select the largest masks (joined run lengths at `stored`), re-encode the image, build the record."""
     (h, w), (h2, w2) = size, stored
-    areas = np.array([rle.area(c) for c in resized], dtype=np.int64)
+    areas = rle.areas(*resized)
     order = [i for i in np.argsort(-areas, kind="stable") if areas[i] >= opts.min_area][: opts.max_masks]
     if not order:
         raise SampleError("no_masks", f"no mask has {opts.min_area} pixels at {h2}x{w2}")
@@ -143,9 +142,10 @@ def _record(image_id: str, im: Image.Image, resized: list[np.ndarray], size: tup
         im = im.resize((w2, h2), Image.BILINEAR, reducing_gap=None)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=opts.jpeg_quality)
+    strings = rle.encode_many(*resized)
     return {
         "image_id": image_id, "image": buf.getvalue(), "height": h2, "width": w2, "orig_height": h,
-        "orig_width": w, "masks": [rle.encode_counts(resized[i]).encode() for i in order],
+        "orig_width": w, "masks": [strings[i] for i in order],
         "mask_area": [int(areas[i]) for i in order], "num_masks": len(order),
     }
 
@@ -157,5 +157,5 @@ def masks_record(image_id: str, image: Image.Image, masks: np.ndarray, opts: Con
     if masks.ndim != 3 or masks.shape[1:] != (h, w):
         raise SampleError("size_mismatch", f"masks {masks.shape} do not match the image {h}x{w}")
     h2, w2 = stored_size(h, w, opts.short_side)
-    resized = [rle.resize_counts(rle.mask_to_counts(m), (h, w), (h2, w2)) for m in masks]
+    resized = rle.resize_joined([rle.mask_to_counts(m) for m in masks], (h, w), (h2, w2))
     return _record(image_id, image, resized, (h, w), (h2, w2), opts)

@@ -1,0 +1,57 @@
+"""Training-reader throughput per CPU core: a training-ready record -> weak/strong views + masks.
+
+    python bench/reader_throughput.py [--preset convnext_b] [--images 4] [--seconds 20]
+
+Records are made by `convert_sample` from synthetic SA-1B-size samples (1500x2250, 100 masks ->
+750x1125). One process with one torch thread runs `pipelines.reader.decode_row` (JPEG decode, the
+shared geometry and the weak / strong photometrics of `ViewAugment`, masks sampled from their runs,
+packing) in a loop and reports images/s and where the time goes. Target (convnext_b, 640 px crops):
+at least 40 images/s per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+import pixelclip
+from pipelines.reader import decode_row
+from pipelines.synth_sa1b import _jpeg, sa1b_json, synth_image
+from pixelclip.data.augment import ViewAugment
+from pixelclip.data.sa1b import ConvertOptions, convert_sample
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="convnext_b")
+    p.add_argument("--images", type=int, default=4, help="distinct records cycled through")
+    p.add_argument("--seconds", type=float, default=20.0)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    cfg = pixelclip.load_config(a.preset)
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(a.images):
+        rgb, masks = synth_image(rng, 1500, 2250, 100)
+        rec = convert_sample(_jpeg(rgb), json.dumps(sa1b_json(i, 1500, 2250, masks, rng)), ConvertOptions())
+        records.append({**rec, "image_id": f"sa_{i}"})
+    augment = ViewAugment(cfg.data, cfg.backbone.image_size)
+    decode_row(records[0], augment)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < a.seconds:
+        decode_row(records[n % len(records)], augment)
+        n += 1
+    dt = time.perf_counter() - t0
+    r = records[0]
+    print(f"# preset={a.preset}: stored {r['height']}x{r['width']} JPEG, {r['num_masks']} masks -> "
+          f"views {cfg.backbone.image_size}px (short side {cfg.data.resize_short}, crop {cfg.data.crop}), "
+          f"masks {cfg.data.mask_size}px; 1 process, 1 torch thread, {n} samples in {dt:.1f} s")
+    print(f"reader throughput: {n / dt:.1f} images/s per core ({1000 * dt / n:.1f} ms per image; target >= 40/s)")
+
+
+if __name__ == "__main__":
+    main()
