@@ -6,6 +6,8 @@
     pixelclip store start|stop|status --data .stack/seaweedfs     # the local S3 object store (SeaweedFS)
     pixelclip synth-sa1b s3://data/raw --shards 2 --images 8      # synthetic SA-1B shards
     pixelclip prepare --input s3://data/raw/ --output s3://data/ready/ [--source sa1b|dino|sam] [--sample 0.05]
+    pixelclip train --data s3://data/ready/ --storage s3://runs/ --name my-run --preset vit_b16 --workers 4
+    pixelclip tracking start|stop|status --data .stack/mlflow [--artifacts s3://mlflow/artifacts]
 """
 
 from __future__ import annotations
@@ -73,6 +75,36 @@ def _add_prepare(sub) -> None:
     p.add_argument("--summary", help="also write the run summary as JSON to this local file")
 
 
+def _train(args) -> None:
+    import ray
+
+    from pipelines.train import TrainJobConfig, run_train, summary_json
+    from pixelclip.config import load_config
+
+    cfg = load_config(args.preset, args.overrides)
+    job = TrainJobConfig(data=args.data, storage=args.storage, name=args.name, model=cfg.to_dict(),
+                         workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                         max_failures=args.max_failures).validate()
+    ray.init(address=args.address, ignore_reinit_error=True)
+    print(summary_json(run_train(job)))
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune with Ray Train (DDP) on training-ready shards")
+    p.add_argument("--data", required=True, help="training-ready shards (s3:// or folder)")
+    p.add_argument("--storage", required=True, help="where runs and checkpoints live (s3:// or folder)")
+    p.add_argument("--name", required=True, help="run name; the same name resumes the run")
+    p.add_argument("--preset", default="tiny", help="preset or YAML config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="dotted config override")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--max-failures", type=int, default=2)
+    p.add_argument("--address", default=None, help="Ray address (default: the running cluster, else local)")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="pixelclip", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("source", help="a preset name or a YAML file")
     c.add_argument("--set", dest="overrides", action="append", default=[])
     _add_prepare(sub)
+    _add_train(sub)
+    tr = sub.add_parser("tracking", help="start, stop or report the local MLflow server", add_help=False)
+    tr.add_argument("rest", nargs=argparse.REMAINDER)
     st = sub.add_parser("store", help="start, stop or report the local SeaweedFS object store")
     st.add_argument("action", choices=["start", "stop", "status"])
     st.add_argument("--data", default=".stack/seaweedfs")
@@ -105,6 +140,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "prepare":
             _prepare(args)
+        elif args.command == "train":
+            _train(args)
+        elif args.command == "tracking":
+            from pipelines import tracking
+
+            sys.exit(tracking.main(args.rest) or 0)
         elif args.command == "store":
             from pipelines import objectstore
 

@@ -67,11 +67,13 @@ class Trainer:
     """One optimisation step at a time: EMA update, forward, backward, clipping, AdamW, schedule.
 
     A step whose loss or gradient norm is not finite is skipped (no update) and counted.
-    `forward` defaults to the task itself; pass a DDP-wrapped task to train data-parallel.
+    `forward` defaults to the task itself; pass a DDP-wrapped task to train data-parallel, with
+    `all_ok` reducing the "loss is finite" flag over the workers so that all skip the same step
+    (the gradient norm is computed from all-reduced gradients, so it agrees by itself).
     """
 
     def __init__(self, task: PixelCLIP, cfg: Config, forward: Callable | None = None,
-                 autocast_dtype: torch.dtype | None = None):
+                 autocast_dtype: torch.dtype | None = None, all_ok: Callable[[bool], bool] | None = None):
         self.task = task
         self.forward = forward or task
         self.gamma = cfg.momentum.gamma
@@ -79,6 +81,7 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(task, cfg)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.autocast_dtype = autocast_dtype
+        self.all_ok = all_ok or (lambda ok: ok)  # data-parallel: every worker must agree to skip
         self.step_count = 0
         self.skipped = 0
 
@@ -92,7 +95,7 @@ class Trainer:
             out = self.forward(weak, strong, masks, keep)
         self.optimizer.zero_grad(set_to_none=True)
         metrics = dict(out.metrics)
-        if not torch.isfinite(out.loss):
+        if not self.all_ok(bool(torch.isfinite(out.loss))):
             return self._skip(metrics, "loss")
         out.loss.backward()
         if self.grad_clip > 0:

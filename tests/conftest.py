@@ -37,3 +37,28 @@ def tiny_cfg():
 @pytest.fixture
 def tiny_task(tiny_cfg):
     return pixelclip.build_pixelclip(tiny_cfg)
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """A real SeaweedFS on 127.0.0.1 with a bucket `data`; StorageOptions to reach it."""
+    from pipelines import storage
+    from pipelines.objectstore import SeaweedFS
+
+    with SeaweedFS(tmp_path_factory.mktemp("seaweed")) as s:
+        s.create_bucket("data")
+        env = s.env()
+        yield storage.StorageOptions(endpoint_url=s.endpoint, access_key=env["AWS_ACCESS_KEY_ID"],
+                                     secret_key=env["AWS_SECRET_ACCESS_KEY"], region="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray for the pipeline tests. 4 logical CPUs on this 2-core machine: two training
+    workers hold one each, and Ray Data needs some left to feed them."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()

@@ -1,14 +1,20 @@
-"""Tests of pixelclip.data.augment: shared geometry, weak/strong views, CutOut keep map, collate."""
+"""Tests of pixelclip.data.augment: shared geometry, weak/strong views, CutOut keep map, collate, and the
+OpenCV photometric / resampling ops against their torchvision definitions."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 
 from pixelclip.config import DataConfig, load_config
+from pixelclip.data import augment as A
 from pixelclip.data.augment import ViewAugment, Views, collate
 
 
@@ -224,3 +230,132 @@ def test_bad_image_size_and_empty_collate_raise():
         ViewAugment(tiny_data(), 0)
     with pytest.raises(ValueError, match="empty"):
         collate([])
+
+
+# ----------------------------------------------------------------------------------------------
+# OpenCV implementation details: numerics against torchvision, layout, threads.
+
+def photo(h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
+    """[H, W, 3] float32 in [0, 1] with the HSV edge cases: gray rows (S = 0), black and white pixels."""
+    x = np.random.default_rng(seed).random((h, w, 3), dtype=np.float32)
+    x[:4] = 0.5
+    x[4:6] = 0.0
+    x[6:8] = 1.0
+    x[8:10, :, 0] = 0.0
+    return x
+
+
+def chw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x).permute(2, 0, 1).contiguous()
+
+
+def hwc(t: torch.Tensor) -> np.ndarray:
+    return t.permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("hue", [-0.5, -0.3, -0.1, -1e-3, 0.0, 0.05, 0.25, 0.5])
+def test_hue_shift_matches_torchvision(hue):
+    x = photo()
+    np.testing.assert_allclose(A._hsv_adjust(x.copy(), None, hue), hwc(TF.adjust_hue(chw(x), hue)), atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.5, 1.0, 1.5, 4.0])
+def test_hsv_saturation_is_scaled_and_clipped_at_one(factor):
+    x = photo()
+    t = chw(x)
+    v, lo = t.amax(0, keepdim=True), t.amin(0, keepdim=True)  # [1, H, W]
+    # HSV saturation s = (v - min) / v scaled to min(f s, 1), hue and value kept: c' = v - f' (v - c), where
+    # f' = min(f, v / (v - min)).
+    limit = torch.where(v > lo, v / (v - lo).clamp_min(1e-12), torch.full_like(v, factor))
+    expected = (v - limit.clamp(max=factor) * (v - t)).clamp(0, 1)
+    np.testing.assert_allclose(A._hsv_adjust(x.copy(), factor, None), hwc(expected), atol=1e-5)
+    # Saturation and hue in one round trip equal the two steps in turn.
+    both = A._hsv_adjust(x.copy(), factor, 0.07)
+    np.testing.assert_allclose(both, A._hsv_adjust(A._hsv_adjust(x.copy(), factor, None), None, 0.07), atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.5, 1.0, 1.5])
+def test_colour_jitter_ops_match_torchvision(factor):
+    x = photo()
+    for ours, theirs in ((A._brightness, TF.adjust_brightness), (A._contrast, TF.adjust_contrast),
+                         (A._saturation, TF.adjust_saturation)):
+        np.testing.assert_allclose(ours(x.copy(), factor), hwc(theirs(chw(x), factor)), atol=1e-5)
+
+
+def test_grayscale_matches_torchvision_with_equal_channels():
+    x = photo()
+    out = A._grayscale(x)
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    np.testing.assert_allclose(out, hwc(TF.rgb_to_grayscale(chw(x), num_output_channels=3)), atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [0.2, 0.6, 1.3, 2.0, 30.0])
+def test_blur_matches_torchvision_gaussian_blur(sigma):
+    x = photo(33, 48)
+    k = min(2 * math.ceil(3 * sigma) + 1, 33)  # kernel rule, capped to the (odd) short side
+    out = A._blur(x, sigma)
+    if k < 3:
+        assert out is x
+    else:
+        np.testing.assert_allclose(out, hwc(TF.gaussian_blur(chw(x), [k, k], [sigma, sigma])), atol=1e-5)
+
+
+def smooth_image(h: int, w: int) -> np.ndarray:
+    """[H, W, 3] uint8, band-limited (periods >= 12 px), so that resampling methods agree closely."""
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    chans = [np.sin(yy / 5 + c) * np.cos(xx / 7 - c) + 0.5 * np.sin((xx + yy) / 11 * (c + 1)) for c in range(3)]
+    return np.clip(np.stack(chans, -1) * 80 + 128, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("h", "w", "resize_short", "crop", "size", "max_tol"), [
+    (150, 225, 204, 128, 128, 2 / 255),  # upscale then crop (the convnext_b case): plain bilinear both ways
+    (150, 225, 204, 128, 64, 0.03),  # upscale, crop, shrink (the vit_b case): one filter instead of two
+    (300, 450, 100, 64, 64, 0.01),  # shrink 3x: triangle low-pass, as torchvision's antialias
+])
+def test_one_resample_matches_two_step_resize(h, w, resize_short, crop, size, max_tol):
+    image = smooth_image(h, w)
+    cfg = no_photometric(resize_short=resize_short, crop=crop, flip_p=0.5)
+    for seed in range(6):
+        geo = A._sample_geometry(cfg, h, w, gen(seed))
+        ref = TF.resize(torch.from_numpy(image).permute(2, 0, 1), list(geo.resized), antialias=True)
+        ref = TF.crop(ref, geo.top, geo.left, crop, crop)
+        ref = TF.horizontal_flip(ref) if geo.flip else ref
+        ref = TF.resize(ref, [size, size], antialias=True) if crop != size else ref
+        ref = hwc(ref.float() / 255)  # [S, S, 3]
+        out = A._geometry_image(image, geo, crop, size)
+        assert out.shape == (size, size, 3) and out.dtype == np.float32
+        assert np.abs(out - ref).mean() < 0.005
+        assert np.abs(out - ref).max() <= max_tol + 1e-6
+
+
+def test_shrinking_is_antialiased():
+    board = ((np.add.outer(np.arange(240), np.arange(300)) % 2) * 255).astype(np.uint8)  # 1 px checkerboard
+    image = torch.from_numpy(np.repeat(board[None], 3, 0))  # [3, 240, 300], resized to 80 x 100: 3x smaller
+    for seed in range(3):
+        v = ViewAugment(no_photometric(flip_p=0.5), 64)(image, torch.ones(1, 240, 300, dtype=torch.bool), gen(seed))
+        assert (v.weak - 0.5).abs().max() < 0.05  # plain bilinear sampling would read 0 or 1
+
+
+def test_padding_edge_is_aligned_with_masks_when_resizing():
+    # crop 64 -> view 32: view pixels are zero exactly where their centre is outside the resized image,
+    # which is where the masks (sampled at the same centres, mask_size 32) read False.
+    cfg = no_photometric(resize_short=48, crop=64, flip_p=0.5, mask_size=32)
+    image = torch.full((3, 30, 45), 200, dtype=torch.uint8)  # resized to 48 x 72
+    masks = torch.ones(1, 30, 45, dtype=torch.bool)
+    for seed in range(6):
+        v = ViewAugment(cfg, 32)(image, masks, gen(seed))
+        assert 0 < v.masks[0].sum() < 32 * 32
+        assert torch.equal(v.weak.mean(0) > 0.5, v.masks[0])
+        torch.testing.assert_close(v.weak.mean(0)[v.masks[0]], torch.full_like(v.weak[0][v.masks[0]], 200 / 255))
+
+
+def test_decoded_layout_is_read_without_copy_and_views_are_contiguous():
+    hw3 = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    image = torch.from_numpy(hw3).permute(2, 0, 1)  # [3, H, W] view of HWC memory, as the reader makes it
+    assert np.shares_memory(A._to_hwc(image), hw3)
+    v = ViewAugment(tiny_data(), 64)(image, torch.zeros(0, 70, 90, dtype=torch.bool), gen(0))
+    assert v.weak.is_contiguous() and v.strong.is_contiguous()
+    assert cv2.getNumThreads() == 1  # OpenCV pinned to one thread by the first call
+    w = ViewAugment(tiny_data(), 64)(image.contiguous(), torch.zeros(0, 70, 90, dtype=torch.bool), gen(0))
+    assert views_equal(v, w)  # a channels-first contiguous image gives the same views

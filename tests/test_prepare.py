@@ -15,7 +15,6 @@ from PIL import Image
 
 import pixelclip
 from pipelines import storage
-from pipelines.objectstore import SeaweedFS
 from pipelines.prepare import PrepareConfig, iter_tar_pairs, keep_sample, run_prepare
 from pipelines.reader import iter_batches, training_dataset
 from pipelines.synth_sa1b import CORRUPTIONS, write_shards
@@ -23,24 +22,6 @@ from pixelclip.data import rle
 from pixelclip.data.sa1b import ConvertOptions
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    with SeaweedFS(tmp_path_factory.mktemp("seaweed")) as s:
-        s.create_bucket("data")
-        yield storage.StorageOptions(endpoint_url=s.endpoint, access_key=s.env()["AWS_ACCESS_KEY_ID"],
-                                     secret_key=s.env()["AWS_SECRET_ACCESS_KEY"], region="us-east-1")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
 
 
 OPTS = ConvertOptions(short_side=48, min_area=4, max_masks=8)

@@ -7,18 +7,36 @@ masks apply to both. Per sample (`ViewAugment.__call__`):
 1. Geometry, shared. Resize so the short side is `data.resize_short` (bilinear, antialiased), take a
    random `data.crop` square (zero padding where the resized image is smaller, placed at a random
    offset), flip horizontally with probability `data.flip_p`, resize to the model input
-   `image_size`. Masks follow the same transform with nearest sampling, straight to `mask_size`:
-   every output mask pixel reads the source pixel under its centre, which is the composition of the
-   nearest resizes without materialising the full-resolution masks (padding reads False).
+   `image_size`. The image goes through all of this as one resample: every view pixel reads the
+   source at the position its centre maps to (bilinear, `cv2.warpAffine`), after a separable
+   triangle low-pass of the source window when the map shrinks (the filter of torchvision's
+   antialiased bilinear resize); only the crop's source window is touched, the full-resolution
+   resize is never materialised. View pixels whose centre falls outside the resized image are 0 (the
+   rule the masks use, so the padding edge is sharp and aligned with them).
+   Masks follow the same transform with nearest sampling, straight to `mask_size`: every output mask
+   pixel reads the source pixel under its centre, which is the composition of the nearest resizes
+   without materialising the full-resolution masks (padding reads False).
 2. Shared photometric (`data.ssd_jitter`): SSD-style distortion as in detectron2's
    `ColorAugSSDTransform` -- additive brightness (+-32/255), multiplicative contrast (x[0.5, 1.5]),
-   HSV saturation (x[0.5, 1.5]) and hue (+-18 of OpenCV's 180, i.e. +-0.1 turn), each with
-   probability 0.5, contrast before or after the saturation/hue pair at random. Result: the weak view.
+   HSV saturation (x[0.5, 1.5], clipped at 1) and hue (+-18 of OpenCV's 180, i.e. +-0.1 turn), each
+   with probability 0.5, contrast before or after the saturation/hue pair at random (the pair
+   shares one RGB -> HSV -> RGB round trip). Result: the weak view.
 3. Student only, on a copy of the weak view: colour jitter (`data.jitter` strengths, random order,
-   probability `data.jitter_p`), grayscale (`data.gray_p`), Gaussian blur (`data.blur_p`, sigma
-   uniform in `data.blur_sigma` pixels of the crop, rescaled to `image_size`), and CutOut
-   (`data.cutout_p`): one black box with sides uniform fractions in `data.cutout_scale` of the image
-   side. `keep` [M, M] is False at mask pixels whose centre falls inside the box.
+   probability `data.jitter_p`; torchvision `ColorJitter` semantics: brightness multiplies, contrast
+   blends with the mean of the grayscale image, saturation blends with the grayscale image, hue
+   shifts the HSV hue; clamped to [0, 1] after each), grayscale (`data.gray_p`; 3 equal channels,
+   torchvision's 0.2989 / 0.587 / 0.114 weights), Gaussian blur (`data.blur_p`, sigma uniform in
+   `data.blur_sigma` pixels of the crop, rescaled to `image_size`; kernel 2 ceil(3 sigma) + 1,
+   reflect borders, as torchvision's `gaussian_blur`), and CutOut (`data.cutout_p`): one black box
+   with sides uniform fractions in `data.cutout_scale` of the image side. `keep` [M, M] is False at
+   mask pixels whose centre falls inside the box.
+
+Image work runs in OpenCV on HWC numpy arrays, float32 in [0, 1]: the source is read without a copy
+from the decoded [3, H, W] tensor when that is a view of HWC memory (as `pipelines.reader` makes it),
+and only the crop's source window is converted from uint8. OpenCV is pinned to one thread at the
+first call: the reader runs one process per core, and a per-process OpenCV pool would only
+oversubscribe the cores (this is process-wide: `cv2.setNumThreads(1)`). The views come back as
+contiguous [3, S, S] float32 tensors.
 
 All randomness is drawn from the `torch.Generator` passed in (a freshly, non-deterministically seeded
 one when None), so a seed fixes the output; the global RNG is never used. `collate` stacks views
@@ -30,14 +48,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 
 from pixelclip.config import DataConfig
 
 SSD_BRIGHTNESS = 32.0 / 255.0  # additive brightness delta, as a fraction of the full range
 SSD_RANGE = (0.5, 1.5)  # contrast and saturation factors
 SSD_HUE = 18.0 / 180.0  # hue delta in turns (18 of OpenCV's 0..180 hue scale)
+GRAY = np.array([[0.2989, 0.587, 0.114]], dtype=np.float32)  # [1, 3] torchvision's RGB -> gray weights
+
+_opencv_pinned = False  # cv2.setNumThreads(1) done in this process
+
+
+def _pin_opencv() -> None:
+    """One OpenCV thread per process (the reader runs a process per core); once, at first use."""
+    global _opencv_pinned
+    if not _opencv_pinned:
+        cv2.setNumThreads(1)
+        _opencv_pinned = True
 
 
 @dataclass
@@ -109,17 +139,73 @@ def _sample_geometry(cfg: DataConfig, h: int, w: int, g: torch.Generator) -> _Ge
     return _Geometry((hr, wr), top, left, _coin(g, cfg.flip_p))
 
 
-def _geometry_image(image: torch.Tensor, geo: _Geometry, crop: int, size: int) -> torch.Tensor:
-    """[3, H, W] -> [3, size, size]: short-side resize, crop (zero padded), flip, resize."""
-    x = image
-    if tuple(x.shape[-2:]) != geo.resized:
-        x = TF.resize(x, list(geo.resized), antialias=True)  # [3, Hr, Wr]
-    x = TF.crop(x, geo.top, geo.left, crop, crop)  # [3, crop, crop]
-    if geo.flip:
-        x = TF.horizontal_flip(x)
-    if crop != size:
-        x = TF.resize(x, [size, size], antialias=True)  # [3, S, S]
-    return x
+def _to_hwc(image: torch.Tensor) -> np.ndarray:
+    """[3, H, W] tensor -> [H, W, 3] numpy, uint8 (uint8 input) or float32; no copy when the tensor is a
+    channels-first view of HWC memory on the CPU (a decoded image permuted, as the reader makes it)."""
+    x = image.detach().cpu().permute(1, 2, 0)  # [H, W, 3]
+    if x.dtype != torch.uint8:
+        x = x.float()
+    return np.ascontiguousarray(x.numpy())
+
+
+def _to_chw(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """[S, S, 3] float32 numpy -> contiguous [3, S, S] tensor on `device` (cv2.split writes the planes)."""
+    out = np.empty((3, *x.shape[:2]), dtype=np.float32)  # [3, S, S]
+    planes = cv2.split(x, [out[0], out[1], out[2]])
+    if any(p.ctypes.data != o.ctypes.data for p, o in zip(planes, out, strict=True)):  # not written in place
+        out = np.stack(planes)
+    return torch.from_numpy(out).to(device)
+
+
+def _axis(out: int, crop: int, offset: int, resized: int, src: int) -> tuple[float, float, np.ndarray]:
+    """One axis of the view -> source map: output pixel i reads the source at pixel-centre coordinate
+    scale * i + shift; valid [out] bool: its centre lies inside the resized image (as `_nearest_index`)."""
+    step, ratio = crop / out, src / resized  # crop px per output px, source px per resized px
+    pos = (np.arange(out, dtype=np.float64) + 0.5) * step + offset  # [out], in the resized image
+    valid = (pos >= 0) & (pos < resized)  # [out]
+    return step * ratio, (offset + 0.5 * step) * ratio - 0.5, valid
+
+
+def _window(shift: float, scale: float, out: int, src: int) -> tuple[int, int]:
+    """[lo, hi) source rows (or columns) read by `out` pixels at scale * i + shift, with margins for the
+    low-pass and bilinear taps, clipped to the image (never empty)."""
+    margin = math.ceil(scale) + 1
+    lo = min(max(0, math.floor(shift) - margin), src - 1)
+    hi = max(min(src, math.ceil(shift + scale * (out - 1)) + margin + 1), lo + 1)
+    return lo, hi
+
+
+def _triangle(scale: float) -> np.ndarray:
+    """[2r + 1] float32 low-pass for shrinking by `scale` source px per output px: the triangle of
+    half-width `scale` that torchvision's antialiased bilinear resize uses; [1] when not shrinking."""
+    if scale <= 1.0:
+        return np.ones(1, dtype=np.float32)
+    r = math.ceil(scale) - 1
+    w = 1.0 - np.abs(np.arange(-r, r + 1, dtype=np.float64)) / scale  # [2r + 1]
+    return (w / w.sum()).astype(np.float32)
+
+
+def _geometry_image(image: np.ndarray, geo: _Geometry, crop: int, size: int) -> np.ndarray:
+    """[H, W, 3] uint8 or float32 -> [S, S, 3] float32 (uint8 / 255): short-side resize, crop (zero padded),
+    flip and resize to S as one bilinear resample of the crop's source window (low-passed where it shrinks)."""
+    h, w = image.shape[:2]
+    sy, oy, valid_y = _axis(size, crop, geo.top, geo.resized[0], h)  # row i reads source row sy * i + oy
+    sx, ox, valid_x = _axis(size, crop, geo.left, geo.resized[1], w)  # [S] bool each
+    (y0, y1), (x0, x1) = _window(oy, sy, size, h), _window(ox, sx, size, w)
+    src = image[y0:y1, x0:x1]  # [h', w', 3], a view of the source window
+    if src.dtype == np.uint8:  # to [0, 1] float32 before resampling: only the window, no uint8 rounding
+        src = np.divide(src, np.float32(255.0), dtype=np.float32)
+    if sy > 1.0 or sx > 1.0:  # shrinking: antialias as torchvision's resize does
+        src = cv2.sepFilter2D(src, -1, _triangle(sx), _triangle(sy), borderType=cv2.BORDER_REPLICATE)
+    oy, ox = oy - y0, ox - x0
+    if geo.flip:  # output column j reads what column S - 1 - j reads unflipped
+        sx, ox, valid_x = -sx, ox + sx * (size - 1), valid_x[::-1]
+    m = np.array([[sx, 0.0, ox], [0.0, sy, oy]])  # output (col, row) -> source (col, row), pixel centres
+    out = cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE)  # [S, S, 3]; replicate = torch's edge clamp
+    out[~valid_y] = 0  # zero padding: view pixels whose centre lies outside the resized image
+    out[:, ~valid_x] = 0
+    return out
 
 
 def _nearest_index(out: int, crop: int, offset: int, resized: int, src: int, device) -> tuple:
@@ -139,68 +225,104 @@ def _geometry_masks(masks, geo: _Geometry, crop: int, size: int) -> torch.Tensor
     rows, vr = _nearest_index(size, crop, geo.top, geo.resized[0], h, device)  # [M]
     cols, vc = _nearest_index(size, crop, geo.left, geo.resized[1], w, device)  # [M]
     if geo.flip:  # sample centres are symmetric in the crop, so a flip reverses the columns
-        cols, vc = cols.flip(0), vc.flip(0)
-    if hasattr(masks, "sample"):
+        vc = vc.flip(0)
+    if hasattr(masks, "sample"):  # sampled unflipped, flipped here: torch's flip beats a reversed numpy copy
         out = torch.from_numpy(masks.sample(rows.numpy(), cols.numpy()))  # [N, M, M]
+        out = out.flip(-1) if geo.flip else out
     else:
+        cols = cols.flip(0) if geo.flip else cols
         out = masks[:, rows[:, None], cols[None, :]]  # [N, M, M]
-    return out & (vr[:, None] & vc[None, :])
+    valid = vr[:, None] & vc[None, :]  # [M, M]
+    return out if bool(valid.all()) else out & valid
 
 
 # ----------------------------------------------------------------------------------------------
-# Photometric operations on [3, S, S] float32 in [0, 1].
+# Photometric operations on [S, S, 3] float32 RGB in [0, 1] (HWC numpy); in place where possible.
 
-def _hsv_saturation(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Scale the HSV saturation by `factor` (clipped at 1), keeping hue and value."""
-    v = x.amax(dim=0, keepdim=True)  # [1, S, S]
-    lo = x.amin(dim=0, keepdim=True)  # [1, S, S]
-    # c' = v - f (v - c); saturation <= 1 means min' >= 0, i.e. f <= v / (v - min).
-    limit = torch.where(v > lo, v / (v - lo).clamp_min(1e-12), torch.full_like(v, factor))
-    f = limit.clamp(max=factor)  # [1, S, S]
-    return (v - f * (v - x)).clamp_(0.0, 1.0)
-
-
-def _ssd_distort(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """SSD photometric distortion (detectron2 `ColorAugSSDTransform`), each step with p = 0.5."""
-    if _coin(g, 0.5):
-        x = (x + _uniform(g, -SSD_BRIGHTNESS, SSD_BRIGHTNESS)).clamp_(0.0, 1.0)
-    contrast_first = _coin(g, 0.5)
-    steps = ["contrast", "saturation", "hue"] if contrast_first else ["saturation", "hue", "contrast"]
-    for step in steps:
-        if not _coin(g, 0.5):
-            continue
-        if step == "contrast":
-            x = (x * _uniform(g, *SSD_RANGE)).clamp_(0.0, 1.0)
-        elif step == "saturation":
-            x = _hsv_saturation(x, _uniform(g, *SSD_RANGE))
-        else:
-            x = TF.adjust_hue(x, _uniform(g, -SSD_HUE, SSD_HUE))
+def _clip(x: np.ndarray) -> np.ndarray:
+    """Clamp to [0, 1], in place (two OpenCV thresholds: faster than np.clip); use the returned array."""
+    _, x = cv2.threshold(x, 1.0, 1.0, cv2.THRESH_TRUNC, dst=x)
+    _, x = cv2.threshold(x, 0.0, 0.0, cv2.THRESH_TOZERO, dst=x)
     return x
 
 
-def _colour_jitter(x: torch.Tensor, strengths: list[float], g: torch.Generator) -> torch.Tensor:
+def _hsv_adjust(x: np.ndarray, saturation: float | None, hue: float | None) -> np.ndarray:
+    """New [S, S, 3]: HSV saturation times `saturation` (clipped at 1) and hue shifted by `hue` turns, in one
+    RGB -> HSV -> RGB round trip (OpenCV float HSV: H in degrees [0, 360), S and V in [0, 1])."""
+    f = 1.0 if saturation is None else saturation
+    d = 0.0 if hue is None else (hue % 1.0) * 360.0  # in [0, 360); OpenCV's HSV -> RGB reads H modulo 360
+    hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)  # [S, S, 3]
+    hsv = cv2.transform(hsv, np.array([[1, 0, 0, d], [0, f, 0, 0], [0, 0, 1, 0]], dtype=np.float32))
+    if f > 1.0:  # saturation clipped at 1 (per-channel bound: only S)
+        hsv = cv2.min(hsv, (math.inf, 1.0, math.inf, math.inf), dst=hsv)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def _ssd_distort(x: np.ndarray, g: torch.Generator) -> np.ndarray:
+    """SSD photometric distortion (detectron2 `ColorAugSSDTransform`), each step with p = 0.5."""
+    if _coin(g, 0.5):
+        x = _clip(np.add(x, _uniform(g, -SSD_BRIGHTNESS, SSD_BRIGHTNESS), out=x))
+    contrast_first = _coin(g, 0.5)
+    steps = ["contrast", "saturation", "hue"] if contrast_first else ["saturation", "hue", "contrast"]
+    hsv: dict[str, float] = {}  # saturation and hue are adjacent: applied together after the hue step
+    for step in steps:
+        if _coin(g, 0.5):
+            if step == "contrast":
+                x = _clip(np.multiply(x, _uniform(g, *SSD_RANGE), out=x))
+            elif step == "saturation":
+                hsv[step] = _uniform(g, *SSD_RANGE)
+            else:
+                hsv[step] = _uniform(g, -SSD_HUE, SSD_HUE)
+        if step == "hue" and hsv:
+            x = _hsv_adjust(x, hsv.get("saturation"), hsv.get("hue"))
+    return x
+
+
+def _brightness(x: np.ndarray, f: float) -> np.ndarray:
+    """torchvision `adjust_brightness`: f x, clamped; in place."""
+    return _clip(np.multiply(x, f, out=x))
+
+
+def _contrast(x: np.ndarray, f: float) -> np.ndarray:
+    """torchvision `adjust_contrast`: blend with the mean of the grayscale image, clamped; in place."""
+    mean = float(GRAY[0] @ np.array(cv2.mean(x)[:3], dtype=np.float32))  # mean of the [S, S] gray image
+    return _clip(np.add(np.multiply(x, f, out=x), (1.0 - f) * mean, out=x))
+
+
+def _saturation(x: np.ndarray, f: float) -> np.ndarray:
+    """torchvision `adjust_saturation`: blend with the grayscale image (one 3x3 colour matrix), clamped."""
+    return _clip(cv2.transform(x, (f * np.eye(3) + (1.0 - f) * GRAY).astype(np.float32)))  # [S, S, 3]
+
+
+def _colour_jitter(x: np.ndarray, strengths: list[float], g: torch.Generator) -> np.ndarray:
     """torchvision `ColorJitter` semantics: factors in [1 - s, 1 + s], hue in [-h, h], random order."""
     b, c, s, h = strengths
     order = torch.randperm(4, generator=g, device=g.device).tolist()
     for op in order:
         if op == 0 and b > 0:
-            x = TF.adjust_brightness(x, _uniform(g, max(0.0, 1 - b), 1 + b))
+            x = _brightness(x, _uniform(g, max(0.0, 1 - b), 1 + b))
         elif op == 1 and c > 0:
-            x = TF.adjust_contrast(x, _uniform(g, max(0.0, 1 - c), 1 + c))
+            x = _contrast(x, _uniform(g, max(0.0, 1 - c), 1 + c))
         elif op == 2 and s > 0:
-            x = TF.adjust_saturation(x, _uniform(g, max(0.0, 1 - s), 1 + s))
+            x = _saturation(x, _uniform(g, max(0.0, 1 - s), 1 + s))
         elif op == 3 and h > 0:
-            x = TF.adjust_hue(x, _uniform(g, -min(h, 0.5), min(h, 0.5)))
-    return x.clamp_(0.0, 1.0)
+            x = _hsv_adjust(x, None, _uniform(g, -min(h, 0.5), min(h, 0.5)))
+    return _clip(x)
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur, kernel 2 * ceil(3 sigma) + 1 capped to the image side (kept odd)."""
-    side = min(x.shape[-2:])
+def _grayscale(x: np.ndarray) -> np.ndarray:
+    """[S, S, 3] -> [S, S, 3] with 3 identical channels (torchvision's `rgb_to_grayscale` weights)."""
+    return cv2.cvtColor(cv2.transform(x, GRAY), cv2.COLOR_GRAY2RGB)  # [S, S] -> [S, S, 3]
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur, kernel 2 * ceil(3 sigma) + 1 capped to the image side (kept odd); reflect borders
+    (OpenCV's BORDER_REFLECT_101 is torch's 'reflect'), the kernel of torchvision's `gaussian_blur`."""
+    side = min(x.shape[:2])
     k = min(2 * math.ceil(3 * sigma) + 1, side if side % 2 else side - 1)
     if k < 3:
         return x
-    return TF.gaussian_blur(x, [k, k], [sigma, sigma])
+    return cv2.GaussianBlur(x, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
 
 
 def _cutout_box(cfg: DataConfig, size: int, g: torch.Generator) -> tuple[int, int, int, int]:
@@ -236,37 +358,39 @@ class ViewAugment:
         """image [3, H, W] uint8 (or float in [0, 1]); masks [N, H, W] bool, or masks kept as run
         lengths with `.shape` and `.sample(rows, cols) -> bool [N, len(rows), len(cols)]`."""
         _check_inputs(image, masks)
+        _pin_opencv()
         g = generator
         if g is None:
             g = torch.Generator()
             g.seed()  # non-deterministic seed, leaves the global RNG alone
         cfg, size = self.cfg, self.image_size
         geo = _sample_geometry(cfg, image.shape[1], image.shape[2], g)
-        x = _geometry_image(image, geo, cfg.crop, size)  # [3, S, S]
-        # uint8 -> [0, 1]; float: clamped copy (the crop may be a view of the caller's image).
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float().clamp(0.0, 1.0)
+        x = _geometry_image(_to_hwc(image), geo, cfg.crop, size)  # [S, S, 3] float32, a fresh array
+        if image.dtype != torch.uint8:  # float input: clamp to [0, 1] (uint8 / 255 is in range already)
+            x = _clip(x)
         out_masks = _geometry_masks(masks, geo, cfg.crop, cfg.mask_size)  # [N, M, M]
-        weak = _ssd_distort(x, g) if cfg.ssd_jitter else x  # [3, S, S]
-        strong, keep = self._strong(weak.clone(), g)
-        return Views(weak=weak, strong=strong, masks=out_masks, keep=keep)
+        weak = _ssd_distort(x, g) if cfg.ssd_jitter else x  # [S, S, 3]
+        strong, keep = self._strong(weak.copy(), g)
+        return Views(weak=_to_chw(weak, image.device), strong=_to_chw(strong, image.device), masks=out_masks,
+                     keep=keep.to(image.device))
 
-    def _strong(self, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Student-only photometrics on x [3, S, S]; returns (strong, keep [M, M])."""
+    def _strong(self, x: np.ndarray, g: torch.Generator) -> tuple[np.ndarray, torch.Tensor]:
+        """Student-only photometrics on x [S, S, 3]; returns (strong [S, S, 3], keep [M, M])."""
         cfg, size, m = self.cfg, self.image_size, self.cfg.mask_size
         if _coin(g, cfg.jitter_p):
             x = _colour_jitter(x, cfg.jitter, g)
         if _coin(g, cfg.gray_p):
-            x = TF.rgb_to_grayscale(x, num_output_channels=3).contiguous()  # an expand: copy it
+            x = _grayscale(x)
         if _coin(g, cfg.blur_p):
             sigma = _uniform(g, *cfg.blur_sigma) * size / cfg.crop  # crop pixels -> view pixels
             x = _blur(x, sigma)
-        keep = torch.ones(m, m, dtype=torch.bool, device=x.device)  # [M, M]
+        keep = torch.ones(m, m, dtype=torch.bool)  # [M, M]
         if _coin(g, cfg.cutout_p):
             box = _cutout_box(cfg, size, g)
             top, left, bh, bw = box
-            x[:, top:top + bh, left:left + bw] = 0.0
-            keep = _box_keep(box, size, m, x.device)
-        return x.clamp_(0.0, 1.0), keep
+            x[top:top + bh, left:left + bw] = 0.0
+            keep = _box_keep(box, size, m, "cpu")
+        return _clip(x), keep
 
 
 def collate(views: list[Views]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,458 @@
+"""A local MLflow tracking server (experiments, runs, model registry) in a data directory.
+
+    python -m pipelines.tracking start  --data .stack/mlflow [--port 5000] [--artifacts s3://mlflow/artifacts]
+    export MLFLOW_TRACKING_URI=http://127.0.0.1:<port>         # printed by start / status
+    python -m pipelines.tracking status --data .stack/mlflow
+    python -m pipelines.tracking stop   --data .stack/mlflow
+
+Runs and the registry live in DIR/mlflow.db (SQLite; a postgresql:// backend URI is accepted too: MLflow 3 no
+longer wants the plain file store). Artifacts are proxied by the server (`--serve-artifacts`): clients only talk
+HTTP, the server writes to `--artifacts` (an s3:// prefix, with the endpoint and keys taken from AWS_* /
+`StorageOptions`, e.g. the local SeaweedFS of `pipelines.objectstore`) or to DIR/artifacts.
+The server binds 127.0.0.1 only, runs as one uvicorn process under the `mlflow server` launcher, with MLflow's
+job runner (huey consumers) and telemetry off; the caller's MLFLOW_* / AWS_* settings never reach it except those
+set here. It is recorded in DIR/mlflow.pid and DIR/mlflow.json, so `start` reuses a running one, and every
+process it starts carries PIXELCLIP_TRACKING_DIR=DIR in its environment, so `stop` leaves none behind.
+Secrets (S3 secret key, database password) are never printed nor put on a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pipelines.objectstore import pid_alive, port_free
+from pipelines.storage import StorageError, StorageOptions, check_writable, is_s3, mask
+
+log = logging.getLogger(__name__)
+
+MARK_VAR = "PIXELCLIP_TRACKING_DIR"  # in the environment of every process of one server
+LOG_MARK = "=== pipelines.tracking: starting mlflow server at"
+DB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+START_HINT = "is it running? (pixelclip tracking start)"
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking server could not be started, reached or stopped."""
+
+
+# -- reaching a server ---------------------------------------------------------------------------------------
+
+
+def _opener(uri: str) -> urllib.request.OpenerDirector:
+    """No HTTP proxy for a server on this machine (an http_proxy variable must not swallow 127.0.0.1)."""
+    host = urlparse(uri).hostname or ""
+    handlers = [urllib.request.ProxyHandler({})] if host in LOOPBACK else []
+    return urllib.request.build_opener(*handlers)
+
+
+def _probe(uri: str, timeout: float) -> tuple[str, str] | None:
+    """None when `uri` answers like an MLflow tracking server, else (kind, reason) with kind in
+    "unreachable" (nothing answers), "refused" (MLflow said no) or "foreign" (some other HTTP server)."""
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with _opener(uri).open(url, timeout=timeout) as resp:
+            status, body = resp.status, resp.read(65536)
+    except urllib.error.HTTPError as err:
+        status, body = err.code, err.read(65536)
+    except (urllib.error.URLError, OSError, ValueError) as err:  # refused, timed out, bad host
+        return "unreachable", str(getattr(err, "reason", err))
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if status == 200 and isinstance(data, dict):
+        return None
+    if isinstance(data, dict) and "error_code" in data:
+        return "refused", f"HTTP {status} {data['error_code']}: {str(data.get('message', ''))[:200]}"
+    return "foreign", f"HTTP {status}, {body[:80]!r}"
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast with a `TrackingError` unless an MLflow tracking server answers at `uri` (http[s]://host:port)."""
+    if not str(uri).startswith(("http://", "https://")):
+        raise TrackingError(f"{uri!r} is not the URI of an MLflow tracking server; expected http://host:port "
+                            "(pixelclip tracking start prints it)")
+    problem = _probe(str(uri), timeout)
+    if problem is None:
+        return
+    kind, reason = problem
+    if kind == "unreachable":
+        raise TrackingError(f"cannot reach the MLflow server at {uri} ({reason}): {START_HINT}")
+    if kind == "refused":
+        raise TrackingError(f"the MLflow server at {uri} refused a search for experiments: {reason}")
+    raise TrackingError(f"{uri} answers but is not an MLflow tracking server ({reason}): {START_HINT}")
+
+
+# -- processes -------------------------------------------------------------------------------------------------
+
+
+def _environ(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+
+
+def tracking_pids(data_dir: str | Path) -> list[int]:
+    """Live processes started for the server of `data_dir` (launcher, uvicorn, anything they spawned)."""
+    needle = f"{MARK_VAR}={Path(data_dir).expanduser().resolve()}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        env = _environ(int(entry.name))
+        if env and needle in env.split(b"\0") and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _masked_uri(uri: str) -> str:
+    """A database URI without its password."""
+    parsed = urlparse(uri)
+    if not parsed.password:
+        return uri
+    return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)).geturl()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+# -- the server ------------------------------------------------------------------------------------------------
+
+
+class MLflowServer:
+    """One `mlflow server` for `data_dir`: SQLite (or PostgreSQL) backend, proxied artifacts, loopback only."""
+
+    def __init__(self, data_dir: str | Path, port: int | None = None, host: str = "127.0.0.1",
+                 backend_uri: str | None = None, artifacts_uri: str | None = None,
+                 storage_opts: StorageOptions | None = None):
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.port = port
+        self.host = host
+        self.backend_uri = backend_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        self.artifacts_uri = str(artifacts_uri or self.data_dir / "artifacts")
+        self.storage_opts = storage_opts
+        self._requested = {"port": port, "artifacts": str(artifacts_uri) if artifacts_uri else None,
+                           "backend": _masked_uri(backend_uri) if backend_uri else None}
+        self._proc: subprocess.Popen | None = None
+        scheme = self.backend_uri.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme not in DB_SCHEMES:
+            raise TrackingError(f"backend URI {_masked_uri(self.backend_uri)!r} is not a database; MLflow 3 wants "
+                                "sqlite:///path/mlflow.db or postgresql://user@host/db (the file store is deprecated)")
+
+    pid_file = property(lambda self: self.data_dir / "mlflow.pid")
+    state_file = property(lambda self: self.data_dir / "mlflow.json")
+    log_file = property(lambda self: self.data_dir / "mlflow.log")
+
+    def __repr__(self) -> str:
+        return (f"MLflowServer(data_dir={str(self.data_dir)!r}, port={self.port}, "
+                f"backend_uri={_masked_uri(self.backend_uri)!r}, artifacts_uri={self.artifacts_uri!r})")
+
+    def __enter__(self) -> MLflowServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- state -------------------------------------------------------------------------------------------------
+
+    def _read_state(self) -> dict | None:
+        try:
+            state = json.loads(self.state_file.read_text())
+            state["pid"] = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return state
+
+    def _is_ours(self, pid: int) -> bool:
+        """`pid` is alive and was started for this data dir (guards against a recycled pid)."""
+        if not pid_alive(pid):
+            return False
+        env = _environ(pid)
+        if env is None:
+            return True  # cannot tell without /proc
+        return f"{MARK_VAR}={self.data_dir}".encode() in env.split(b"\0")
+
+    def _live_state(self) -> dict | None:
+        """The recorded server if it runs; a stale record (and any process it left) is cleaned up."""
+        state = self._read_state()
+        if state is not None and self._is_ours(state["pid"]):
+            return state
+        if state is not None or self.pid_file.exists() or self.state_file.exists():
+            log.warning("stale MLflow server record in %s; cleaning up", self.data_dir)
+        self._reap(5.0)
+        self._forget()
+        return None
+
+    def _forget(self) -> None:
+        self.pid_file.unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Serialise start/stop on this data dir across processes."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.data_dir / ".mlflow.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -- addresses -----------------------------------------------------------------------------------------------
+
+    @property
+    def tracking_uri(self) -> str:
+        """`http://127.0.0.1:<port>` of the running (or requested) server."""
+        state = self._read_state()
+        port = state["port"] if state else self.port
+        if port is None:
+            raise TrackingError(f"no MLflow server is recorded in {self.data_dir}; start it first")
+        host = state.get("host", self.host) if state else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+    def env(self) -> dict[str, str]:
+        """The variable that points the MLflow client (and Ray workers) at this server."""
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri}
+
+    # -- start -----------------------------------------------------------------------------------------------------
+
+    def _child_env(self) -> dict[str, str]:
+        """The caller's environment minus its MLFLOW_* / AWS_* settings, plus exactly what this server needs."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "_MLFLOW_", "AWS_"))}
+        env.update({MARK_VAR: str(self.data_dir), "MLFLOW_BACKEND_STORE_URI": self.backend_uri,
+                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+                    "DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1"})
+        if not is_s3(self.artifacts_uri):
+            return env
+        o = self.storage_opts or StorageOptions.from_env()
+        values = {"MLFLOW_S3_ENDPOINT_URL": o.endpoint_url, "AWS_ACCESS_KEY_ID": o.access_key,
+                  "AWS_SECRET_ACCESS_KEY": o.secret_key, "AWS_SESSION_TOKEN": o.session_token,
+                  "AWS_DEFAULT_REGION": o.region_name, "AWS_REGION": o.region_name,
+                  "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE": "path" if o.endpoint_url else None}
+        env.update({k: v for k, v in values.items() if v})
+        if not o.access_key:  # profiles, SSO, web identity: let boto3 find its credentials as usual
+            env.update({k: v for k, v in os.environ.items()
+                        if k in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE",
+                                 "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")})
+        return env
+
+    def _command(self, port: int) -> list[str]:
+        # Backend URI travels in MLFLOW_BACKEND_STORE_URI: a database password stays off the command line.
+        return [sys.executable, "-m", "mlflow", "server", "--host", self.host, "--port", str(port),
+                "--workers", "1", "--serve-artifacts", "--artifacts-destination", self.artifacts_uri]
+
+    def _check_artifacts(self) -> None:
+        """Fail before starting when the artifact store cannot take writes."""
+        try:
+            check_writable(self.artifacts_uri, self.storage_opts)
+        except StorageError as err:
+            raise TrackingError(f"MLflow artifacts cannot be stored at {self.artifacts_uri}: {err}") from err
+
+    def _spawn(self, port: int) -> subprocess.Popen:
+        if importlib.util.find_spec("mlflow") is None:
+            raise TrackingError(f"mlflow is not installed in {sys.prefix}; install the application's extras "
+                                "(pip install -e '.[pipelines]' or make venv)")
+        with open(self.log_file, "ab") as logf:
+            logf.write(f"{LOG_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            logf.flush()
+            return subprocess.Popen(self._command(port), cwd=self.data_dir, env=self._child_env(),
+                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    def _choose_port(self) -> int:
+        if self.port is None:
+            return _free_port(self.host)
+        if not port_free(self.port, self.host):
+            raise TrackingError(f"port {self.port} on {self.host} is already in use (another MLflow server?); pick "
+                                "another with --port N / MLflowServer(port=N), or leave it out to use a free one")
+        return self.port
+
+    def _check_reuse(self, state: dict) -> None:
+        """A running server is reused only if it matches what this object was explicitly asked for."""
+        for key, value in self._requested.items():
+            if value is not None and state.get(key) != value:
+                raise TrackingError(f"an MLflow server for {self.data_dir} already runs (pid {state['pid']}) with "
+                                    f"{key} {state.get(key)!r}, not {value!r}; stop it first")
+
+    def start(self, timeout: float = 90.0) -> MLflowServer:
+        """Start the server, or reuse the one already running for this data dir; wait until its API answers."""
+        with self._locked():
+            state = self._live_state()
+            if state is not None:
+                self._check_reuse(state)
+                self._wait_ready(state["pid"], self.tracking_uri, timeout)
+                return self
+            self._check_artifacts()
+            port = self._choose_port()
+            self._proc = self._spawn(port)
+            pid = self._proc.pid
+            _write_private(self.state_file, json.dumps({
+                "host": self.host, "port": port, "backend": _masked_uri(self.backend_uri),
+                "artifacts": self.artifacts_uri, "data_dir": str(self.data_dir), "started": time.time()},
+                indent=2) + "\n")
+            self.pid_file.write_text(f"{pid}\n")
+            try:
+                self._wait_ready(pid, self.tracking_uri, timeout)
+            except BaseException:
+                self._terminate(pid, 10.0)
+                self._forget()
+                raise
+            log.info("MLflow server pid %d at %s", pid, self.tracking_uri)
+            return self
+
+    def _log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.rsplit(LOG_MARK, 1)[-1].splitlines()[1:][-lines:])  # this start's lines only
+
+    def _wait_ready(self, pid: int, uri: str, timeout: float) -> None:
+        """Poll the REST API until it answers; fail with the log's tail otherwise."""
+        deadline, last = time.monotonic() + timeout, "no answer yet"
+        while True:
+            if not self._is_ours(pid) or (self._proc is not None and self._proc.poll() is not None):
+                raise TrackingError(f"the MLflow server (pid {pid}) exited during start-up; last lines of "
+                                    f"{self.log_file}:\n{self._log_tail()}")
+            problem = _probe(uri, timeout=3.0)
+            if problem is None:
+                return
+            last = problem[1]
+            if time.monotonic() > deadline:
+                raise TrackingError(f"the MLflow server (pid {pid}) did not answer at {uri} within {timeout:.0f} s "
+                                    f"({last}); last lines of {self.log_file}:\n{self._log_tail()}")
+            time.sleep(0.25)
+
+    # -- stop ------------------------------------------------------------------------------------------------------
+
+    def _wait_gone(self, pids: list[int], timeout: float) -> list[int]:
+        """Wait until `pids` exit (reaping our own child); return those still alive."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc is not None:
+                self._proc.poll()
+            alive = [p for p in pids if pid_alive(p)]
+            if not alive or time.monotonic() > deadline:
+                return alive
+            time.sleep(0.1)
+
+    def _terminate(self, pid: int, timeout: float) -> None:
+        """SIGTERM the launcher's process group (it forwards to uvicorn), wait; SIGKILL what is left."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGTERM)  # the session started with start_new_session=True
+            else:
+                os.kill(pid, signal.SIGTERM)
+        if self._wait_gone([pid, *tracking_pids(self.data_dir)], timeout):
+            log.warning("MLflow server pid %d ignored SIGTERM for %.0f s; killing it", pid, timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # anything left in its group
+        self._reap(5.0)
+        if self._proc is not None and self._proc.pid == pid:
+            self._proc.poll()
+            self._proc = None
+
+    def _reap(self, timeout: float) -> None:
+        """End processes of this data dir that left the process group (SIGTERM, then SIGKILL)."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            left = tracking_pids(self.data_dir)
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            if not self._wait_gone(left, timeout):
+                return
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server of this data dir (if any), every process it started, and remove its pid/state files."""
+        if not self.data_dir.is_dir():
+            return
+        with self._locked():
+            state = self._read_state()
+            if state is not None and self._is_ours(state["pid"]):
+                self._terminate(state["pid"], timeout)
+            self._reap(5.0)
+            self._forget()
+
+    def status(self) -> dict:
+        """Whether the recorded server runs, its pid, URI, stores and processes."""
+        state = self._read_state()
+        running = state is not None and self._is_ours(state["pid"])
+        return {"running": running, "pid": state["pid"] if running else None,
+                "tracking_uri": self.tracking_uri if running else None,
+                "backend": (state or {}).get("backend", _masked_uri(self.backend_uri)),
+                "artifacts": (state or {}).get("artifacts", self.artifacts_uri),
+                "processes": tracking_pids(self.data_dir), "data_dir": str(self.data_dir),
+                "log": str(self.log_file)}
+
+
+# -- CLI -----------------------------------------------------------------------------------------------------------
+
+
+def _print_running(server: MLflowServer, st: dict) -> None:
+    print(f"MLflow server in {server.data_dir}: running (pid {st['pid']}), tracking URI {st['tracking_uri']}")
+    print(f"backend {st['backend']}; artifacts {st['artifacts']}")
+    print(f"to use it: export MLFLOW_TRACKING_URI={st['tracking_uri']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.tracking {start,stop,status} --data DIR [--port N] [--artifacts s3://bucket/prefix]`."""
+    p = argparse.ArgumentParser(prog="python -m pipelines.tracking", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["start", "stop", "status"])
+    p.add_argument("--data", required=True, type=Path, help="data directory (created if missing)")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--artifacts", help="artifact store, e.g. s3://mlflow/artifacts (endpoint and keys from AWS_*; "
+                                       "default DIR/artifacts)")
+    p.add_argument("--backend", help="database URI (default sqlite:///DIR/mlflow.db)")
+    p.add_argument("--timeout", type=float, default=90.0, help="start: seconds to wait for the server")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        server = MLflowServer(args.data, port=args.port, backend_uri=args.backend, artifacts_uri=args.artifacts)
+        if args.command == "start":
+            if is_s3(server.artifacts_uri):
+                opts = StorageOptions.from_env()
+                print(f"artifacts on {opts.endpoint_name} with access key {mask(opts.access_key)}")
+            _print_running(server, server.start(timeout=args.timeout).status())
+        elif args.command == "stop":
+            server.stop()
+            print(f"MLflow server in {server.data_dir} stopped")
+        else:
+            st = server.status()
+            if not st["running"]:
+                print(f"MLflow server in {server.data_dir}: not running")
+                return 1
+            _print_running(server, st)
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

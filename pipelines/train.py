@@ -1,0 +1,325 @@
+"""Stage `train`: data-parallel PixelCLIP fine-tuning with Ray Train (V2) on training-ready shards.
+
+    pixelclip train --data s3://data/ready/ --storage s3://runs/ --name vitb16-sa1b --preset vit_b16 --workers 4
+    pixelclip train --data s3://data/ready/ --storage s3://runs/ --name tiny --preset tiny --workers 2 --steps 50
+
+Each worker builds the model from the same configuration (so replicas start identical), wraps it in
+DDP (gloo on CPU, NCCL on GPU; bf16 autocast on GPU), streams its share of the shards through
+`pipelines.reader` (`ray.train.get_dataset_shard`) and runs `pixelclip.Trainer` steps; the Sinkhorn
+sums are all-reduced inside the step, so clustering is global over the whole batch. Every
+`checkpoint_every` steps rank 0 writes a safetensors checkpoint (model, teacher, prompts, decoder,
+optimiser, scheduler, step, RNG state) that Ray Train uploads to `storage/name/`. A worker that dies
+is replaced and training resumes from the last checkpoint (`FailureConfig`); running the same
+`--name` again resumes the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from pipelines import storage
+
+log = logging.getLogger("pixelclip.train")
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainJobConfig:
+    data: str  # training-ready shards (s3:// or a folder)
+    storage: str  # where runs and checkpoints live (s3:// or a folder)
+    name: str  # run name: the same name resumes the run
+    model: dict = field(default_factory=dict)  # pixelclip Config as a dict (see pixelclip.config)
+    workers: int = 2
+    cpus_per_worker: float = 1.0  # leave CPUs free for Ray Data, which feeds the workers
+    use_gpu: bool | None = None  # None: GPUs when the cluster has them
+    checkpoint_every: int = 100
+    log_every: int = 10
+    max_failures: int = 2
+    seed: int | None = None  # augmentation seed; None draws fresh views every epoch
+    tracking_uri: str | None = None  # MLflow server; default: MLFLOW_TRACKING_URI; None and unset: no tracking
+    experiment: str = "pixelclip"
+
+    def validate(self) -> TrainJobConfig:
+        from pixelclip.config import config_from_dict
+
+        cfg = config_from_dict(self.model)
+        if self.workers < 1:
+            raise ValueError(f"train.workers must be >= 1, got {self.workers}")
+        if cfg.optim.batch_size % self.workers:
+            raise ValueError(f"optim.batch_size {cfg.optim.batch_size} must be divisible by train.workers "
+                             f"{self.workers} (each worker takes an equal share of the global batch)")
+        for n in ("checkpoint_every", "log_every"):
+            if getattr(self, n) < 1:
+                raise ValueError(f"train.{n} must be >= 1, got {getattr(self, n)}")
+        if not self.name or "/" in self.name:
+            raise ValueError(f"train.name must be a non-empty name without '/', got {self.name!r}")
+        return self
+
+
+def _all_ok(ok: bool, device) -> bool:
+    """True when every worker says ok (a MIN all-reduce); the local value without a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return ok
+    t = torch.tensor([1.0 if ok else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state().tolist()}
+
+
+def latest_checkpoint(run_uri: str, opts: storage.StorageOptions | None = None) -> str | None:
+    """URI of the newest complete checkpoint under a run (`.../step_NNNNNNNN/checkpoint.safetensors`).
+
+    Ray Train hands restarted workers the last checkpoint it registered; a checkpoint uploaded just
+    before a worker died can be missing from that record, so the run's storage is the reference."""
+    try:
+        files = storage.list_files(run_uri, (CHECKPOINT_FILE,), opts)
+    except storage.StorageError:
+        return None
+    steps = [(int(f.rsplit("/step_", 1)[1].split("/")[0]), f) for f in files if "/step_" in f]
+    return max(steps)[1] if steps else None
+
+
+def _restore(task, trainer, ckpt, stored: str | None) -> int:
+    """Load the newer of Ray Train's checkpoint and the newest stored one into the task and
+    trainer; returns the step to continue from."""
+    from pixelclip.io import load_checkpoint, read_metadata
+
+    with tempfile.TemporaryDirectory() as tmp:
+        candidates = []
+        if ckpt is not None:
+            d = ckpt.to_directory(tmp + "/ray")
+            candidates.append(Path(d) / CHECKPOINT_FILE)
+        if stored is not None:
+            local = Path(tmp) / "stored.safetensors"
+            storage.download(stored, local)
+            candidates.append(local)
+        path = max(candidates, key=lambda p: read_metadata(p)["step"])
+        meta = load_checkpoint(path, task, trainer.optimizer, trainer.scheduler)
+    extra = meta.get("extra", {})
+    trainer.step_count = int(meta["step"]) - int(extra.get("skipped", 0))
+    trainer.skipped = int(extra.get("skipped", 0))
+    if "rng" in extra:
+        torch.set_rng_state(torch.tensor(extra["rng"]["torch"], dtype=torch.uint8))
+    trainer.resumed_at = [*extra.get("resumed_at", []), int(meta["step"])]  # kept in later checkpoints
+    return int(meta["step"])
+
+
+def _report(metrics: dict, task, trainer, step: int, cfg_dict: dict, with_checkpoint: bool) -> None:
+    import ray.train
+
+    if not with_checkpoint:
+        ray.train.report(metrics)
+        return
+    from pixelclip.io import save_checkpoint
+
+    rank = ray.train.get_context().get_world_rank()
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = None
+        if rank == 0:
+            extra = {"skipped": trainer.skipped, "rng": _rng_state(),
+                     "resumed_at": getattr(trainer, "resumed_at", [])}
+            save_checkpoint(Path(d) / CHECKPOINT_FILE, task, trainer.optimizer, trainer.scheduler, step=step,
+                            config=cfg_dict, extra=extra)
+            ckpt = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:08d}")
+
+
+class _Progress:
+    """Rank 0's view of the run: a console line per report and the metrics in MLflow."""
+
+    def __init__(self, run_id: str | None, tracking_uri: str | None, total: int):
+        self.client = None
+        if run_id:
+            import mlflow
+
+            self.client = mlflow.MlflowClient(tracking_uri)
+        self.run_id, self.total, self.t0, self.step0 = run_id, total, time.perf_counter(), None
+
+    def __call__(self, step: int, m: dict) -> None:
+        if self.step0 is None:
+            self.step0, self.t0 = step, time.perf_counter()
+        done = step - self.step0
+        left = (time.perf_counter() - self.t0) / done * (self.total - step) if done > 0 else float("nan")
+        print(f"step {step}/{self.total}  loss {m.get('loss', float('nan')):.4f}  "
+              f"{m.get('images_per_s', 0.0):.1f} img/s  clusters {m.get('clusters_used', 0):.0f}  "
+              f"time left {left / 60:.1f} min", flush=True)
+        if self.client is not None:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            metrics = [Metric(k.replace("/", "_"), float(v), now, step) for k, v in m.items()
+                       if isinstance(v, int | float) and k != "step"]
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The worker loop: build, (resume,) stream batches, step, report, checkpoint."""
+    import ray.train
+    import ray.train.torch
+
+    import pixelclip
+    from pipelines.reader import iter_batches
+    from pixelclip.config import config_from_dict
+
+    cfg = config_from_dict(config["model"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.seed + rank)
+    task = pixelclip.build_pixelclip(cfg, device=device)
+    ddp = ray.train.torch.prepare_model(task, parallel_strategy="ddp")
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    trainer = pixelclip.Trainer(task, cfg, forward=ddp, autocast_dtype=amp, all_ok=lambda ok: _all_ok(ok, device))
+    step = 0
+    ckpt, stored = ray.train.get_checkpoint(), latest_checkpoint(config["run_uri"])
+    if ckpt is not None or stored is not None:
+        step = _restore(task, trainer, ckpt, stored)
+        print(f"rank {rank} resumed at step {step}", flush=True)
+    shard = ray.train.get_dataset_shard("train")
+    per_worker = cfg.optim.batch_size // world
+    progress = _Progress(config.get("run_id"), config.get("tracking_uri"), cfg.optim.steps) if rank == 0 else None
+    total, t_last, n_last = cfg.optim.steps, time.perf_counter(), 0
+    while step < total:
+        got_batch = False
+        for batch in iter_batches(shard, per_worker, device):
+            got_batch = True
+            m = trainer.step(**batch)
+            step += 1
+            n_last += 1
+            due_log, due_ckpt = step % config["log_every"] == 0, step % config["checkpoint_every"] == 0
+            if due_log or due_ckpt or step == total:
+                now = time.perf_counter()
+                m.update(step=step, images_per_s=n_last * cfg.optim.batch_size / max(now - t_last, 1e-9),
+                         skipped_total=trainer.skipped)
+                t_last, n_last = now, 0
+                if progress is not None:
+                    progress(step, m)
+                _report(m, task, trainer, step, config["model"], due_ckpt or step == total)
+            if step >= total:
+                break
+        if not got_batch:
+            raise RuntimeError(f"worker {rank} got no batch of {per_worker} images from {config['data']}: "
+                               "too few training records for the global batch size")
+
+
+def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = None):
+    """(Ray Train `TorchTrainer`, its loop config) for the job. Checks storage, data and the MLflow
+    server before any worker starts."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipelines.reader import training_dataset
+    from pixelclip.config import config_from_dict
+
+    job.validate()
+    opts = opts or storage.StorageOptions.from_env()
+    cfg = config_from_dict(job.model)
+    storage.check_writable(job.storage, opts)
+    ds = training_dataset(job.data, cfg, opts, seed=job.seed)
+    resources = ray.cluster_resources()
+    use_gpu = bool(resources.get("GPU", 0)) if job.use_gpu is None else job.use_gpu
+    if job.workers * job.cpus_per_worker >= resources.get("CPU", 0):
+        raise ValueError(f"{job.workers} workers x {job.cpus_per_worker} CPU leave no CPU of the cluster's "
+                         f"{resources.get('CPU', 0):g} for Ray Data to feed them: lower train.workers or "
+                         "train.cpus_per_worker")
+    fs, path = storage.arrow_fs(job.storage, opts)
+    tracking_uri = job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    loop_config = {"model": job.model, "data": job.data, "run_uri": storage.join(job.storage, job.name),
+                   "log_every": job.log_every,
+                   "checkpoint_every": job.checkpoint_every, "tracking_uri": tracking_uri,
+                   "run_id": mlflow_run(job, tracking_uri)}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=job.workers, use_gpu=use_gpu,
+                                               resources_per_worker={"CPU": job.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=job.name, storage_path=path, storage_filesystem=fs,
+            failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3),
+            worker_runtime_env={"env_vars": _worker_env(opts, tracking_uri)}),
+        datasets={"train": ds},
+    ), loop_config
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def mlflow_run(job: TrainJobConfig, tracking_uri: str | None) -> str | None:
+    """The MLflow run of this training run: found by its name (so a resumed or restarted run logs
+    into the same MLflow run, never a duplicate) or created with the configuration as parameters.
+    Fails fast when the server cannot be reached."""
+    if not tracking_uri:
+        return None
+    import mlflow
+    from mlflow.entities import Param
+
+    from pipelines.tracking import check_tracking
+
+    check_tracking(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(job.experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(job.experiment)
+    found = client.search_runs([exp_id], filter_string=f"tags.`pixelclip.run` = '{job.name}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=job.name, tags={"pixelclip.run": job.name})
+    params = {**_flatten(job.model, "model."), "train.workers": job.workers, "train.data": job.data,
+              "train.storage": job.storage, "train.checkpoint_every": job.checkpoint_every}
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[i:i + 100])
+    return run.info.run_id
+
+
+def _worker_env(opts: storage.StorageOptions, tracking_uri: str | None) -> dict:
+    """Storage credentials and the tracking URI for the workers' environment (Ray keeps them out of
+    logs; they are never written to the run's config or parameters)."""
+    pairs = {"AWS_ENDPOINT_URL": opts.endpoint_url, "AWS_ACCESS_KEY_ID": opts.access_key,
+             "AWS_SECRET_ACCESS_KEY": opts.secret_key, "AWS_SESSION_TOKEN": opts.session_token,
+             "AWS_REGION": opts.region, "MLFLOW_TRACKING_URI": tracking_uri}
+    return {k: v for k, v in pairs.items() if v}
+
+
+def run_train(job: TrainJobConfig, opts: storage.StorageOptions | None = None) -> dict:
+    """Fit and return a summary: final metrics, checkpoint path, the run's storage path, MLflow run."""
+    trainer, config = build_trainer(job, opts)
+    try:
+        result = trainer.fit()
+    except Exception:
+        _finish_run(config, "FAILED")
+        raise
+    _finish_run(config, "FAILED" if result.error else "FINISHED")
+    ckpt = result.checkpoint
+    return {"metrics": result.metrics, "checkpoint": ckpt.path if ckpt else None, "path": result.path,
+            "error": repr(result.error) if result.error else None, "mlflow_run_id": config.get("run_id")}
+
+
+def _finish_run(config: dict, status: str) -> None:
+    if config.get("run_id"):
+        import mlflow
+
+        mlflow.MlflowClient(config["tracking_uri"]).set_terminated(config["run_id"], status)
+
+
+def summary_json(summary: dict) -> str:
+    return json.dumps(summary, indent=2, default=str)
