@@ -8,6 +8,8 @@
     pixelclip prepare --input s3://data/raw/ --output s3://data/ready/ [--source sa1b|dino|sam] [--sample 0.05]
     pixelclip train --data s3://data/ready/ --storage s3://runs/ --name my-run --preset vit_b16 --workers 4
     pixelclip tracking start|stop|status --data .stack/mlflow [--artifacts s3://mlflow/artifacts]
+    pixelclip registry list | alias NAME ALIAS VERSION
+    pixelclip registry segment models:/pixelclip@champion photo.jpg --classes "cat, sky" -o seg.png
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def _train(args) -> None:
     job = TrainJobConfig(data=args.data, storage=args.storage, name=args.name, model=cfg.to_dict(),
                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                         max_failures=args.max_failures).validate()
+                         max_failures=args.max_failures, register_as=args.register_as).validate()
     ray.init(address=args.address, ignore_reinit_error=True)
     print(summary_json(run_train(job)))
 
@@ -102,6 +104,7 @@ def _add_train(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--max-failures", type=int, default=2)
+    p.add_argument("--register-as", help="register the final model under this MLflow registry name")
     p.add_argument("--address", default=None, help="Ray address (default: the running cluster, else local)")
 
 
@@ -129,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     _add_train(sub)
     tr = sub.add_parser("tracking", help="start, stop or report the local MLflow server", add_help=False)
     tr.add_argument("rest", nargs=argparse.REMAINDER)
+    rg = sub.add_parser("registry", help="list models, move aliases, segment with models:/name@alias",
+                        add_help=False)
+    rg.add_argument("rest", nargs=argparse.REMAINDER)
     st = sub.add_parser("store", help="start, stop or report the local SeaweedFS object store")
     st.add_argument("action", choices=["start", "stop", "status"])
     st.add_argument("--data", default=".stack/seaweedfs")
@@ -146,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
             from pipelines import tracking
 
             sys.exit(tracking.main(args.rest) or 0)
+        elif args.command == "registry":
+            from pipelines import registry
+
+            sys.exit(registry.main(args.rest) or 0)
         elif args.command == "store":
             from pipelines import objectstore
 

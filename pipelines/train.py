@@ -47,6 +47,7 @@ class TrainJobConfig:
     seed: int | None = None  # augmentation seed; None draws fresh views every epoch
     tracking_uri: str | None = None  # MLflow server; default: MLFLOW_TRACKING_URI; None and unset: no tracking
     experiment: str = "pixelclip"
+    register_as: str | None = None  # register the final model under this name in the MLflow registry
 
     def validate(self) -> TrainJobConfig:
         from pixelclip.config import config_from_dict
@@ -308,10 +309,30 @@ def run_train(job: TrainJobConfig, opts: storage.StorageOptions | None = None) -
     except Exception:
         _finish_run(config, "FAILED")
         raise
+    opts = opts or storage.StorageOptions.from_env()
+    final = latest_checkpoint(config["run_uri"], opts)
+    version = None
+    if config.get("run_id") and final and not result.error:
+        version = _log_final_model(config, final, job, opts)
     _finish_run(config, "FAILED" if result.error else "FINISHED")
-    ckpt = result.checkpoint
-    return {"metrics": result.metrics, "checkpoint": ckpt.path if ckpt else None, "path": result.path,
-            "error": repr(result.error) if result.error else None, "mlflow_run_id": config.get("run_id")}
+    return {"metrics": result.metrics, "checkpoint": final, "path": result.path,
+            "error": repr(result.error) if result.error else None, "mlflow_run_id": config.get("run_id"),
+            "registered_version": version}
+
+
+def _log_final_model(config: dict, checkpoint_uri: str, job: TrainJobConfig, opts) -> str | None:
+    """Log the final checkpoint to the run as a pyfunc (+ safetensors + open_clip export); register it."""
+    import mlflow
+
+    from pipelines.registry import log_model
+
+    mlflow.set_tracking_uri(config["tracking_uri"])
+    with tempfile.TemporaryDirectory() as d, mlflow.start_run(run_id=config["run_id"]):
+        local = Path(d) / CHECKPOINT_FILE
+        storage.download(checkpoint_uri, local, opts)  # with this job's credentials
+        info = log_model(str(local), registered_model_name=job.register_as, config=job.model)
+    version = getattr(info, "registered_model_version", None)
+    return str(version) if version is not None else None
 
 
 def _finish_run(config: dict, status: str) -> None:

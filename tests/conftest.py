@@ -62,3 +62,15 @@ def ray_local():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(store, tmp_path_factory):
+    """A real MLflow server (SQLite backend, artifacts proxied to the SeaweedFS bucket)."""
+    from pipelines.tracking import MLflowServer
+
+    srv = MLflowServer(tmp_path_factory.mktemp("mlflow"), artifacts_uri="s3://data/mlflow", storage_opts=store)
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()

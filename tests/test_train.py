@@ -90,12 +90,28 @@ def _train_worker_pids() -> list[int]:
     return sorted(pids)
 
 
-def test_killed_worker_is_replaced_and_training_resumes(store, ray_local, ready, tmp_path):
+def _mlflow_runs(uri: str, name: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("pixelclip")
+    return client, client.search_runs([exp.experiment_id], filter_string=f"tags.`pixelclip.run` = '{name}'")
+
+
+def test_killed_worker_is_replaced_and_training_resumes(store, ray_local, ready, tmp_path, mlflow_server):
     total = 64
     job = TrainJobConfig(data=ready, storage="s3://data/runs", name="tiny-kill", model=_model(total), workers=2,
-                         checkpoint_every=4, log_every=2, max_failures=2, seed=0)
+                         checkpoint_every=4, log_every=2, max_failures=2, seed=0,
+                         tracking_uri=mlflow_server.tracking_uri, register_as="pixelclip-train-test")
     result = {}
-    thread = threading.Thread(target=lambda: result.update(run_train(job, store)))
+
+    def target():
+        try:
+            result.update(run_train(job, store))
+        except Exception as e:
+            result["exception"] = repr(e)
+
+    thread = threading.Thread(target=target)
     thread.start()
     deadline = time.time() + 240
     while time.time() < deadline and not _checkpoint_steps("tiny-kill", store):
@@ -108,8 +124,19 @@ def test_killed_worker_is_replaced_and_training_resumes(store, ray_local, ready,
     assert at_kill < total, "training finished before the worker was killed"
     thread.join(timeout=400)
     assert not thread.is_alive()
+    assert "exception" not in result, result["exception"]
     assert result["error"] is None and result["metrics"]["step"] == total
     steps = _checkpoint_steps("tiny-kill", store)
     assert steps[-1] == total and all(s % 4 == 0 for s in steps)
     resumed = _final_meta("tiny-kill", total, store, tmp_path)[1]["extra"]["resumed_at"]
     assert len(resumed) == 1 and at_kill <= resumed[0] < total and resumed[0] % 4 == 0  # a checkpoint, not 0
+    # one MLflow run (the restart logged into it), its loss logged at every step of the schedule
+    client, runs = _mlflow_runs(mlflow_server.tracking_uri, "tiny-kill")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and result["mlflow_run_id"] == runs[0].info.run_id
+    assert runs[0].data.params["model.optim.steps"] == str(total)
+    steps = {m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")}
+    assert steps == set(range(2, total + 1, 2))
+    # the final model is registered from this run
+    assert result["registered_version"] == "1"
+    version = client.get_model_version("pixelclip-train-test", "1")
+    assert version.run_id == runs[0].info.run_id
