@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from pipelines.service import LocalService, ServiceError, free_port, pid_alive, port_free, proc_cmdline, write_private
 from pipelines.storage import mask
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 LOG_MARK = "=== pipelines.objectstore: starting weed at"
 
 
-class ObjectStoreError(RuntimeError):
+class ObjectStoreError(ServiceError):
     """The local object store could not be started, reached or stopped."""
 
 
@@ -57,27 +56,8 @@ def find_weed() -> str:
 # -- ports ---------------------------------------------------------------------------------------------------
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a server could listen on host:port now (SO_REUSEADDR, like Go's listeners)."""
-    if not 0 < port < 65536:
-        return False
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_port(host: str, taken: set[int]) -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in taken:
-            return port
-    raise ObjectStoreError(f"could not find a free port on {host}")
+    return free_port(host, taken, error=ObjectStoreError)
 
 
 def _free_pair(host: str, taken: set[int]) -> tuple[int, int]:
@@ -110,34 +90,11 @@ def choose_ports(host: str, s3_port: int | None = None) -> dict[str, int]:
 # -- process helpers -----------------------------------------------------------------------------------------
 
 
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
-def pid_alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
 def weed_pids(path: str | Path) -> list[int]:
     """Live `weed` processes whose command line mentions `path` (Linux /proc scan)."""
     needle, found = str(path), []
     for entry in Path("/proc").glob("[0-9]*"):
-        args = _cmdline(int(entry.name))
+        args = proc_cmdline(int(entry.name))
         if args and Path(args[0]).name == "weed" and any(needle in a for a in args) and pid_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
@@ -154,31 +111,21 @@ def _remove_dead_socket(path: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (0600), also when it already existed."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-
-
 # -- the server ----------------------------------------------------------------------------------------------
 
 
-class SeaweedFS:
+class SeaweedFS(LocalService):
     """One SeaweedFS (`weed mini`) serving S3 from `data_dir` on `host` (loopback only by default)."""
 
+    stem, lock_name, log_mark, error = "weed", ".lock", LOG_MARK, ObjectStoreError
+    name = title = "SeaweedFS"
+
     def __init__(self, data_dir: str | Path, s3_port: int | None = None, host: str = "127.0.0.1"):
-        self.data_dir = Path(data_dir).expanduser().resolve()
+        super().__init__(data_dir, host)
         self.s3_port = s3_port
-        self.host = host
-        self._proc: subprocess.Popen | None = None
 
     # files under data_dir
     store_dir = property(lambda self: self.data_dir / "store")
-    pid_file = property(lambda self: self.data_dir / "weed.pid")
-    state_file = property(lambda self: self.data_dir / "weed.json")
-    log_file = property(lambda self: self.data_dir / "weed.log")
     credentials_file = property(lambda self: self.data_dir / "credentials.json")
     s3_config_file = property(lambda self: self.data_dir / "s3.json")
     env_file = property(lambda self: self.data_dir / "env.sh")
@@ -186,65 +133,21 @@ class SeaweedFS:
     def __repr__(self) -> str:
         return f"SeaweedFS(data_dir={str(self.data_dir)!r}, s3_port={self.s3_port}, host={self.host!r})"
 
-    def __enter__(self) -> SeaweedFS:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    # -- state ---------------------------------------------------------------------------------------------------
-
-    def _read_state(self) -> dict | None:
-        try:
-            state = json.loads(self.state_file.read_text())
-            state["pid"] = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return state
-
-    def _is_ours(self, pid: int) -> bool:
-        """`pid` is a live `weed` serving this data dir (guards against a recycled pid)."""
-        if not pid_alive(pid):
-            return False
-        args = _cmdline(pid)
+    def _owns(self, pid: int) -> bool:
+        """`pid` is a `weed` serving this data dir."""
+        args = proc_cmdline(pid)
         if args is None:
             return True  # cannot tell without /proc
         return bool(args) and Path(args[0]).name == "weed" and f"-dir={self.store_dir}" in args
 
-    def _live_state(self) -> dict | None:
-        """The recorded server if it is running; a stale record (process gone) is cleaned up."""
-        state = self._read_state()
-        if state is None:
-            if self.pid_file.exists() or self.state_file.exists():
-                log.warning("removing an unreadable pid/state file in %s", self.data_dir)
-                self._forget(None)
-            return None
-        if self._is_ours(state["pid"]):
-            return state
-        log.warning("stale pid file %s: process %d is gone; cleaning up", self.pid_file, state["pid"])
-        self._forget(state)
-        return None
-
-    def _forget(self, state: dict | None) -> None:
+    def _forget(self, state: dict | None = None) -> None:
         """Remove the pid/state files and the unix sockets the server may have left."""
-        self.pid_file.unlink(missing_ok=True)
-        self.state_file.unlink(missing_ok=True)
+        super()._forget(state)
         for name in ("s3.sock", "filer.sock"):
             _remove_dead_socket(self.data_dir / name)
         for name, port in ((state or {}).get("ports") or {}).items():  # weed's gRPC sockets live in /tmp
             kind = name.split(".")[0] + ("-grpc" if name.endswith(".grpc") else "")
             _remove_dead_socket(Path(f"/tmp/seaweedfs-{kind}-{port}.sock"))
-
-    @contextlib.contextmanager
-    def _locked(self):
-        """Serialise start/stop on this data dir across processes."""
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.data_dir / ".lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
 
     # -- credentials -------------------------------------------------------------------------------------------
 
@@ -257,14 +160,14 @@ class SeaweedFS:
             return creds
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         creds = {"access_key": "PXC" + secrets.token_hex(8).upper(), "secret_key": secrets.token_hex(20)}
-        _write_private(path, json.dumps(creds, indent=2) + "\n")
+        write_private(path, json.dumps(creds, indent=2) + "\n")
         return creds
 
     def _write_s3_config(self, creds: dict[str, str]) -> None:
         identity = {"name": "pixelclip", "credentials": [{"accessKey": creds["access_key"],
                                                           "secretKey": creds["secret_key"]}],
                     "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
-        _write_private(self.s3_config_file, json.dumps({"identities": [identity]}, indent=2) + "\n")
+        write_private(self.s3_config_file, json.dumps({"identities": [identity]}, indent=2) + "\n")
 
     def env(self) -> dict[str, str]:
         """Standard AWS variables that point boto3, s3fs and `pipelines.storage` at this store."""
@@ -275,7 +178,7 @@ class SeaweedFS:
     def _write_env_file(self) -> None:
         lines = [f"# SeaweedFS in {self.data_dir}: `source` this file\n"]
         lines += [f"export {k}={v}\n" for k, v in self.env().items()]
-        _write_private(self.env_file, "".join(lines))
+        write_private(self.env_file, "".join(lines))
 
     # -- start / stop ------------------------------------------------------------------------------------------
 
@@ -308,11 +211,7 @@ class SeaweedFS:
         self._write_s3_config(self.credentials())
         # Never hand the server the caller's cloud credentials or bucket settings (weed reads AWS_*/S3_*).
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-        with open(self.log_file, "ab") as logf:
-            logf.write(f"{LOG_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-            logf.flush()
-            return subprocess.Popen(self._command(weed, ports), cwd=self.store_dir, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        return self._popen(self._command(weed, ports), self.store_dir, env)
 
     def start(self, timeout: float = 60.0) -> SeaweedFS:
         """Start the server, or reuse the one already running for this data dir; wait until S3 answers."""
@@ -329,44 +228,24 @@ class SeaweedFS:
             ports = choose_ports(self.host, self.s3_port)
             self._proc = self._spawn(ports)
             pid = self._proc.pid
-            _write_private(self.state_file, json.dumps({"host": self.host, "ports": ports,
-                                                        "data_dir": str(self.data_dir),
-                                                        "started": time.time()}, indent=2) + "\n")
-            self.pid_file.write_text(f"{pid}\n")
-            try:
-                self._wait_ready(pid, timeout)
-            except BaseException:
-                self._terminate(pid, 5.0)
-                self._forget({"ports": ports})
-                raise
+            state = {"host": self.host, "ports": ports, "data_dir": str(self.data_dir), "started": time.time()}
+            self._record_and_wait(pid, state, lambda: self._wait_ready(pid, timeout), 5.0)
             self._write_env_file()
             log.info("SeaweedFS pid %d serving S3 at %s", pid, self.endpoint)
             return self
 
-    def _log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.rsplit(LOG_MARK, 1)[-1].splitlines()[1:][-lines:])  # this start's lines only
-
     def _wait_ready(self, pid: int, timeout: float) -> None:
         """Poll an authenticated ListBuckets until it answers; fail with the log's tail otherwise."""
-        deadline, last = time.monotonic() + timeout, "no answer yet"
         client = self._client(connect_timeout=1, read_timeout=3)
-        while True:
-            if not self._is_ours(pid) or (self._proc is not None and self._proc.poll() is not None):
-                raise ObjectStoreError(f"SeaweedFS (pid {pid}) exited during start-up; last lines of "
-                                       f"{self.log_file}:\n{self._log_tail()}")
+
+        def probe() -> str | None:
             try:
                 client.list_buckets()
-                return
             except Exception as err:  # not listening yet, or IAM not loaded yet
-                last = f"{type(err).__name__}: {err}"
-            if time.monotonic() > deadline:
-                raise ObjectStoreError(f"SeaweedFS (pid {pid}) did not answer on {self.endpoint} within "
-                                       f"{timeout:.0f} s ({last}); last lines of {self.log_file}:\n{self._log_tail()}")
-            time.sleep(0.2)
+                return f"{type(err).__name__}: {err}"
+            return None
+
+        self._poll_ready(pid, timeout, probe, f"on {self.endpoint}", 0.2)
 
     def _client(self, connect_timeout: float = 5, read_timeout: float = 30):
         """A botocore S3 client for this store (botocore comes with s3fs)."""
@@ -380,53 +259,9 @@ class SeaweedFS:
             "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=creds["access_key"],
             aws_secret_access_key=creds["secret_key"], config=cfg)
 
-    def _wait_gone(self, pid: int, timeout: float) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            try:
-                self._proc.wait(timeout)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        deadline = time.monotonic() + timeout
-        while pid_alive(pid):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
-
-    def _signal_group(self, pid: int, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)  # the whole session started with start_new_session=True
-            else:
-                os.kill(pid, sig)
-
-    def _terminate(self, pid: int, timeout: float) -> None:
-        """SIGTERM the process group, wait; SIGKILL what is left."""
-        self._signal_group(pid, signal.SIGTERM)
-        if not self._wait_gone(pid, timeout):
-            log.warning("SeaweedFS pid %d ignored SIGTERM for %.0f s; killing it", pid, timeout)
-            self._signal_group(pid, signal.SIGKILL)
-            self._wait_gone(pid, 10.0)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)  # anything else left in its group
-        if self._proc is not None and self._proc.pid == pid:
-            self._proc = None
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server of this data dir (if any) and remove its pid/state files."""
-        if not self.data_dir.is_dir():
-            return
-        with self._locked():
-            state = self._read_state()
-            if state is not None and self._is_ours(state["pid"]):
-                self._terminate(state["pid"], timeout)
-            self._forget(state)
-
     def status(self) -> dict:
         """Whether the recorded server runs, its pid and endpoint."""
-        state = self._read_state()
-        running = state is not None and self._is_ours(state["pid"])
+        state, running = self._running_state()
         return {"running": running, "pid": state["pid"] if running else None,
                 "endpoint": self.endpoint if running else None, "data_dir": str(self.data_dir),
                 "log": str(self.log_file)}

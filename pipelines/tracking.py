@@ -19,14 +19,10 @@ Secrets (S3 secret key, database password) are never printed nor put on a comman
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import importlib.util
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +31,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipelines.objectstore import pid_alive, port_free
+from pipelines.service import LocalService, ServiceError, free_port, pid_alive, port_free, proc_environ
 from pipelines.storage import StorageError, StorageOptions, check_writable, is_s3, mask
 
 log = logging.getLogger(__name__)
@@ -47,7 +43,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 START_HINT = "is it running? (pixelclip tracking start)"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(ServiceError):
     """The MLflow tracking server could not be started, reached or stopped."""
 
 
@@ -102,28 +98,15 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
 # -- processes -------------------------------------------------------------------------------------------------
 
 
-def _environ(pid: int) -> bytes | None:
-    try:
-        return Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return None
-
-
 def tracking_pids(data_dir: str | Path) -> list[int]:
     """Live processes started for the server of `data_dir` (launcher, uvicorn, anything they spawned)."""
     needle = f"{MARK_VAR}={Path(data_dir).expanduser().resolve()}".encode()
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
-        env = _environ(int(entry.name))
+        env = proc_environ(int(entry.name))
         if env and needle in env.split(b"\0") and pid_alive(int(entry.name)):
             found.append(int(entry.name))
     return sorted(found)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _masked_uri(uri: str) -> str:
@@ -134,94 +117,43 @@ def _masked_uri(uri: str) -> str:
     return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)).geturl()
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-
-
 # -- the server ------------------------------------------------------------------------------------------------
 
 
-class MLflowServer:
+class MLflowServer(LocalService):
     """One `mlflow server` for `data_dir`: SQLite (or PostgreSQL) backend, proxied artifacts, loopback only."""
+
+    stem, lock_name, log_mark, error = "mlflow", ".mlflow.lock", LOG_MARK, TrackingError
+    name, title = "MLflow server", "the MLflow server"
 
     def __init__(self, data_dir: str | Path, port: int | None = None, host: str = "127.0.0.1",
                  backend_uri: str | None = None, artifacts_uri: str | None = None,
                  storage_opts: StorageOptions | None = None):
-        self.data_dir = Path(data_dir).expanduser().resolve()
+        super().__init__(data_dir, host)
         self.port = port
-        self.host = host
         self.backend_uri = backend_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
         self.artifacts_uri = str(artifacts_uri or self.data_dir / "artifacts")
         self.storage_opts = storage_opts
         self._requested = {"port": port, "artifacts": str(artifacts_uri) if artifacts_uri else None,
                            "backend": _masked_uri(backend_uri) if backend_uri else None}
-        self._proc: subprocess.Popen | None = None
         scheme = self.backend_uri.split(":", 1)[0].split("+", 1)[0].lower()
         if scheme not in DB_SCHEMES:
             raise TrackingError(f"backend URI {_masked_uri(self.backend_uri)!r} is not a database; MLflow 3 wants "
                                 "sqlite:///path/mlflow.db or postgresql://user@host/db (the file store is deprecated)")
 
-    pid_file = property(lambda self: self.data_dir / "mlflow.pid")
-    state_file = property(lambda self: self.data_dir / "mlflow.json")
-    log_file = property(lambda self: self.data_dir / "mlflow.log")
-
     def __repr__(self) -> str:
         return (f"MLflowServer(data_dir={str(self.data_dir)!r}, port={self.port}, "
                 f"backend_uri={_masked_uri(self.backend_uri)!r}, artifacts_uri={self.artifacts_uri!r})")
 
-    def __enter__(self) -> MLflowServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    # -- state -------------------------------------------------------------------------------------------------
-
-    def _read_state(self) -> dict | None:
-        try:
-            state = json.loads(self.state_file.read_text())
-            state["pid"] = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return state
-
-    def _is_ours(self, pid: int) -> bool:
-        """`pid` is alive and was started for this data dir (guards against a recycled pid)."""
-        if not pid_alive(pid):
-            return False
-        env = _environ(pid)
+    def _owns(self, pid: int) -> bool:
+        """`pid` was started for this data dir."""
+        env = proc_environ(pid)
         if env is None:
             return True  # cannot tell without /proc
         return f"{MARK_VAR}={self.data_dir}".encode() in env.split(b"\0")
 
-    def _live_state(self) -> dict | None:
-        """The recorded server if it runs; a stale record (and any process it left) is cleaned up."""
-        state = self._read_state()
-        if state is not None and self._is_ours(state["pid"]):
-            return state
-        if state is not None or self.pid_file.exists() or self.state_file.exists():
-            log.warning("stale MLflow server record in %s; cleaning up", self.data_dir)
-        self._reap(5.0)
-        self._forget()
-        return None
-
-    def _forget(self) -> None:
-        self.pid_file.unlink(missing_ok=True)
-        self.state_file.unlink(missing_ok=True)
-
-    @contextlib.contextmanager
-    def _locked(self):
-        """Serialise start/stop on this data dir across processes."""
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.data_dir / ".mlflow.lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def _pids(self) -> list[int]:
+        return tracking_pids(self.data_dir)
 
     # -- addresses -----------------------------------------------------------------------------------------------
 
@@ -277,16 +209,11 @@ class MLflowServer:
         if importlib.util.find_spec("mlflow") is None:
             raise TrackingError(f"mlflow is not installed in {sys.prefix}; install the application's extras "
                                 "(pip install -e '.[pipelines]' or make venv)")
-        with open(self.log_file, "ab") as logf:
-            logf.write(f"{LOG_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-            logf.flush()
-            return subprocess.Popen(self._command(port), cwd=self.data_dir, env=self._child_env(),
-                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+        return self._popen(self._command(port), self.data_dir, self._child_env())
 
     def _choose_port(self) -> int:
         if self.port is None:
-            return _free_port(self.host)
+            return free_port(self.host, error=TrackingError)
         if not port_free(self.port, self.host):
             raise TrackingError(f"port {self.port} on {self.host} is already in use (another MLflow server?); pick "
                                 "another with --port N / MLflowServer(port=N), or leave it out to use a free one")
@@ -311,97 +238,24 @@ class MLflowServer:
             port = self._choose_port()
             self._proc = self._spawn(port)
             pid = self._proc.pid
-            _write_private(self.state_file, json.dumps({
-                "host": self.host, "port": port, "backend": _masked_uri(self.backend_uri),
-                "artifacts": self.artifacts_uri, "data_dir": str(self.data_dir), "started": time.time()},
-                indent=2) + "\n")
-            self.pid_file.write_text(f"{pid}\n")
-            try:
-                self._wait_ready(pid, self.tracking_uri, timeout)
-            except BaseException:
-                self._terminate(pid, 10.0)
-                self._forget()
-                raise
+            state = {"host": self.host, "port": port, "backend": _masked_uri(self.backend_uri),
+                     "artifacts": self.artifacts_uri, "data_dir": str(self.data_dir), "started": time.time()}
+            self._record_and_wait(pid, state, lambda: self._wait_ready(pid, self.tracking_uri, timeout), 10.0)
             log.info("MLflow server pid %d at %s", pid, self.tracking_uri)
             return self
 
-    def _log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.rsplit(LOG_MARK, 1)[-1].splitlines()[1:][-lines:])  # this start's lines only
-
     def _wait_ready(self, pid: int, uri: str, timeout: float) -> None:
         """Poll the REST API until it answers; fail with the log's tail otherwise."""
-        deadline, last = time.monotonic() + timeout, "no answer yet"
-        while True:
-            if not self._is_ours(pid) or (self._proc is not None and self._proc.poll() is not None):
-                raise TrackingError(f"the MLflow server (pid {pid}) exited during start-up; last lines of "
-                                    f"{self.log_file}:\n{self._log_tail()}")
+
+        def probe() -> str | None:
             problem = _probe(uri, timeout=3.0)
-            if problem is None:
-                return
-            last = problem[1]
-            if time.monotonic() > deadline:
-                raise TrackingError(f"the MLflow server (pid {pid}) did not answer at {uri} within {timeout:.0f} s "
-                                    f"({last}); last lines of {self.log_file}:\n{self._log_tail()}")
-            time.sleep(0.25)
+            return None if problem is None else problem[1]
 
-    # -- stop ------------------------------------------------------------------------------------------------------
-
-    def _wait_gone(self, pids: list[int], timeout: float) -> list[int]:
-        """Wait until `pids` exit (reaping our own child); return those still alive."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc is not None:
-                self._proc.poll()
-            alive = [p for p in pids if pid_alive(p)]
-            if not alive or time.monotonic() > deadline:
-                return alive
-            time.sleep(0.1)
-
-    def _terminate(self, pid: int, timeout: float) -> None:
-        """SIGTERM the launcher's process group (it forwards to uvicorn), wait; SIGKILL what is left."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, signal.SIGTERM)  # the session started with start_new_session=True
-            else:
-                os.kill(pid, signal.SIGTERM)
-        if self._wait_gone([pid, *tracking_pids(self.data_dir)], timeout):
-            log.warning("MLflow server pid %d ignored SIGTERM for %.0f s; killing it", pid, timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)  # anything left in its group
-        self._reap(5.0)
-        if self._proc is not None and self._proc.pid == pid:
-            self._proc.poll()
-            self._proc = None
-
-    def _reap(self, timeout: float) -> None:
-        """End processes of this data dir that left the process group (SIGTERM, then SIGKILL)."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            left = tracking_pids(self.data_dir)
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            if not self._wait_gone(left, timeout):
-                return
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server of this data dir (if any), every process it started, and remove its pid/state files."""
-        if not self.data_dir.is_dir():
-            return
-        with self._locked():
-            state = self._read_state()
-            if state is not None and self._is_ours(state["pid"]):
-                self._terminate(state["pid"], timeout)
-            self._reap(5.0)
-            self._forget()
+        self._poll_ready(pid, timeout, probe, f"at {uri}", 0.25)
 
     def status(self) -> dict:
         """Whether the recorded server runs, its pid, URI, stores and processes."""
-        state = self._read_state()
-        running = state is not None and self._is_ours(state["pid"])
+        state, running = self._running_state()
         return {"running": running, "pid": state["pid"] if running else None,
                 "tracking_uri": self.tracking_uri if running else None,
                 "backend": (state or {}).get("backend", _masked_uri(self.backend_uri)),
