@@ -24,7 +24,7 @@ import time
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from pixelclip.data.rle import decode_resized_many
+from pixelclip.data.rle_resize import decode_resized_many
 
 H, W = 1500, 2250
 

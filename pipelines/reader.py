@@ -23,7 +23,7 @@ import torch
 from pipelines import storage
 from pixelclip.config import Config
 from pixelclip.data.augment import ViewAugment
-from pixelclip.data.rle import RLEMasks
+from pixelclip.data.rle_resize import RLEMasks
 
 COLUMNS = ["image_id", "image", "height", "width", "masks"]
 

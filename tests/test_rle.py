@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from pixelclip.data import rle
+from pixelclip.data import rle, rle_resize
 
 # pycocotools' decode trips a numpy 2 DeprecationWarning (its __array__ lacks a copy keyword).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
@@ -199,9 +199,9 @@ def test_fill_strategies_agree(monkeypatch):
     strings = [coco(m)["counts"] for m in masks]
     for h2, w2 in ((60, 85), (41, 300), (250, 57)):
         exp = np.stack([m[nearest(h, h2)][:, nearest(w, w2)] for m in masks])
-        monkeypatch.setattr(rle, "_SCATTER_PIXEL_NS", 0.0)  # never worth a box: all pixel by pixel
+        monkeypatch.setattr(rle_resize, "_SCATTER_PIXEL_NS", 0.0)  # never worth a box: all pixel by pixel
         assert np.array_equal(rle.decode_resized_many(strings, (h, w), (h2, w2)), exp)
-        monkeypatch.setattr(rle, "_SCATTER_PIXEL_NS", 1e12)  # always a box
+        monkeypatch.setattr(rle_resize, "_SCATTER_PIXEL_NS", 1e12)  # always a box
         assert np.array_equal(rle.decode_resized_many(strings, (h, w), (h2, w2)), exp)
 
 

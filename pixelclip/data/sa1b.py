@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from . import rle
+from .rle_resize import resize_joined
 
 # Reasons a sample is skipped; the pipelines count them.
 REASONS = ("corrupt_tar", "missing_pair", "bad_image", "bad_json", "bad_rle", "size_mismatch", "no_masks")
@@ -123,7 +124,7 @@ def convert_sample(jpeg: bytes, record: bytes | str, opts: ConvertOptions) -> di
     if not counts:
         raise SampleError("no_masks", "the sample has no annotations")
     try:
-        resized = rle.resize_joined(counts, (h, w), (h2, w2))  # run space: never at full resolution
+        resized = resize_joined(counts, (h, w), (h2, w2))  # run space: never at full resolution
     except ValueError as e:
         raise SampleError("bad_rle", str(e)) from e
     image_id = str(info.get("file_name", info.get("image_id", ""))).rsplit(".", 1)[0]
@@ -157,5 +158,5 @@ def masks_record(image_id: str, image: Image.Image, masks: np.ndarray, opts: Con
     if masks.ndim != 3 or masks.shape[1:] != (h, w):
         raise SampleError("size_mismatch", f"masks {masks.shape} do not match the image {h}x{w}")
     h2, w2 = stored_size(h, w, opts.short_side)
-    resized = rle.resize_joined([rle.mask_to_counts(m) for m in masks], (h, w), (h2, w2))
+    resized = resize_joined([rle.mask_to_counts(m) for m in masks], (h, w), (h2, w2))
     return _record(image_id, image, resized, (h, w), (h2, w2), opts)
