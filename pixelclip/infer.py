@@ -117,13 +117,19 @@ class Segmenter:
         self._cache: dict[tuple, torch.Tensor] = {}
 
     @classmethod
-    def from_pixelclip(cls, task, **kwargs) -> Segmenter:
-        return cls(task.student, task.text, task.image_size, **kwargs)
+    def from_pixelclip(cls, task, *, mode: str | None = None, **kwargs) -> Segmenter:
+        """Segmenter over a PixelCLIP task's student; `mode` (a `DENSE_MODES` name) swaps its dense
+        readout over the same weights (None keeps the student's, "maskclip")."""
+        encoder = task.student if mode is None else task.student.with_mode(mode)
+        return cls(encoder, task.text, task.image_size, **kwargs)
 
     @classmethod
-    def from_open_clip(cls, model, tokenizer, image_size: int, **kwargs) -> Segmenter:
+    def from_open_clip(cls, model, tokenizer, image_size: int, *, mode: str = "maskclip",
+                       **kwargs) -> Segmenter:
+        """Segmenter over any open_clip CLIP with the dense readout `mode` (a `DENSE_MODES` name)."""
         mean, std = preprocess_stats(model)
-        return cls(DenseEncoder(model.visual, mean, std), TextEncoder(model, tokenizer), image_size, **kwargs)
+        return cls(DenseEncoder(model.visual, mean, std, mode=mode), TextEncoder(model, tokenizer), image_size,
+                   **kwargs)
 
     @property
     def device(self) -> torch.device:

@@ -2,12 +2,13 @@
 
 `DenseEncoder` reads the submodules of an open_clip visual tower and runs its own forward:
 - ViT (`open_clip.transformer.VisionTransformer`): positional embeddings resized bicubically to
-  the input's grid; all blocks but the last run as they are; the last block is MaskCLIP-style:
-  every token's attention output is the value path `out_proj(v(ln_1(x)))`, the residual is the
-  input CLS token broadcast to every position, the MLP is kept; then `ln_post` and the projection
-  on every token, CLS dropped.
+  the input's grid; all blocks but the last run as they are; the last block follows `mode` (see
+  `vit_readout`; default "maskclip", the paper's: every token's attention output is the value path
+  `out_proj(v(ln_1(x)))`, the residual is the input CLS token broadcast to every position, the MLP
+  is kept); then `ln_post` and the projection on every token, CLS dropped.
 - ConvNeXt through timm (`open_clip.timm_model.TimmModel`): the trunk's features, the head's norm
-  with no global pooling, then the projection applied at each location.
+  with no global pooling, then the projection applied at each location ("plain"; "maskclip" is
+  the same readout for ConvNeXt).
 Images enter in [0, 1]; the encoder normalises them with the model's mean and std.
 """
 
@@ -21,6 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .vit_readout import READOUTS
+
+DENSE_MODES = ("plain", "maskclip", "sclip", "clearclip")  # readouts of the last block (ViT)
+_CONVNEXT_MODES = ("plain", "maskclip")  # both: norm + projection at each location
 _CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 
 
@@ -96,11 +101,16 @@ class DenseEncoder(nn.Module):
     Args:
         visual: `model.visual` of an open_clip CLIP (ViT or timm ConvNeXt); used as is, not copied.
         mean, std: per-channel normalisation of [0, 1] images (the model's preprocess config).
+        mode: the dense readout, one of `DENSE_MODES` ("maskclip" by default, the paper's and the
+            one training uses); ConvNeXt towers accept only "plain" and "maskclip" (identical).
     Forward: images [B, 3, H, W] float in [0, 1] -> features [B, D, h, w].
     """
 
-    def __init__(self, visual: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, visual: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 mode: str = "maskclip"):
         super().__init__()
+        if mode not in DENSE_MODES:
+            raise ValueError(f"dense mode {mode!r} is unknown; valid modes: {', '.join(DENSE_MODES)}")
         if _is_vit(visual):
             blocks = visual.transformer.resblocks
             if not isinstance(getattr(blocks[-1], "attn", None), nn.MultiheadAttention):
@@ -114,13 +124,27 @@ class DenseEncoder(nn.Module):
             if head is None or not hasattr(head, "norm") or not hasattr(visual.trunk, "forward_features"):
                 raise ValueError("timm towers need a trunk with forward_features and a head with a norm "
                                  "(ConvNeXt-style); got " + type(visual.trunk).__name__)
+            if mode not in _CONVNEXT_MODES:
+                raise ValueError(f"dense mode {mode!r} needs a ViT; the timm tower "
+                                 f"{type(visual.trunk).__name__} supports only {', '.join(_CONVNEXT_MODES)}")
             self.kind = "convnext"
         else:
             raise ValueError(f"unsupported image tower {type(visual).__name__}: "
                              "expected an open_clip VisionTransformer or a timm ConvNeXt")
         self.visual = visual
+        self.mode = mode
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), False)
+
+    def with_mode(self, mode: str) -> DenseEncoder:
+        """An encoder with another `mode` over the same `visual` and buffers (shared, not copied)."""
+        enc = DenseEncoder(self.visual, (0.0,) * 3, (1.0,) * 3, mode=mode)
+        enc.mean, enc.std = self.mean, self.std  # same tensors, so the same device and values
+        enc.training = self.training
+        return enc
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
 
     @property
     def out_dim(self) -> int:
@@ -162,22 +186,11 @@ class DenseEncoder(nn.Module):
         blocks = v.transformer.resblocks
         for blk in blocks[:-1]:
             x = blk(x)
-        x = self._last_block(blocks[-1], x, batch_first)
+        x = READOUTS[self.mode](blocks[-1], x, batch_first)
         if not batch_first:
             x = x.transpose(0, 1)  # [B, L, C]
         x = v.ln_post(x[:, 1:]) @ v.proj  # [B, gh*gw, D]
         return x.transpose(1, 2).reshape(B, -1, gh, gw)  # [B, D, gh, gw]
-
-    @staticmethod
-    def _last_block(blk: nn.Module, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
-        attn: nn.MultiheadAttention = blk.attn
-        W = attn.embed_dim
-        w_v = attn.in_proj_weight[2 * W:]  # value rows of the packed q, k, v projection
-        b_v = attn.in_proj_bias[2 * W:] if attn.in_proj_bias is not None else None
-        val = attn.out_proj(F.linear(blk.ln_1(x), w_v, b_v))  # value path, no query-key mixing
-        cls_in = x[:, :1] if batch_first else x[:1]  # input CLS token, broadcast to all positions
-        x = cls_in + blk.ls_1(val)
-        return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
 
     # -- ConvNeXt (timm) --------------------------------------------------------------------------
     def _convnext(self, x: torch.Tensor) -> torch.Tensor:
