@@ -7,6 +7,8 @@
     pixelclip synth-sa1b s3://data/raw --shards 2 --images 8      # synthetic SA-1B shards
     pixelclip prepare --input s3://data/raw/ --output s3://data/ready/ [--source sa1b|dino|sam] [--sample 0.05]
     pixelclip train --data s3://data/ready/ --storage s3://runs/ --name my-run --preset vit_b16 --workers 4
+    pixelclip tune --data s3://data/ready/ --storage s3://data/sweeps --name k-sweep \
+        --search prompts.num_clusters=16,32,64 --search prompts.length=4,8 --register-as pixelclip
     pixelclip tracking start|stop|status --data .stack/mlflow [--artifacts s3://mlflow/artifacts]
     pixelclip registry list | alias NAME ALIAS VERSION
     pixelclip registry segment models:/pixelclip@champion photo.jpg --classes "cat, sky" -o seg.png
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -92,19 +95,64 @@ def _train(args) -> None:
     print(summary_json(run_train(job)))
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="fine-tune with Ray Train (DDP) on training-ready shards")
+def _add_training_args(p, what: str) -> None:
+    """The arguments `train` and `tune` share; `what` is "run" or "sweep"."""
     p.add_argument("--data", required=True, help="training-ready shards (s3:// or folder)")
-    p.add_argument("--storage", required=True, help="where runs and checkpoints live (s3:// or folder)")
-    p.add_argument("--name", required=True, help="run name; the same name resumes the run")
+    p.add_argument("--storage", required=True, help=f"where {what}s and checkpoints live (s3:// or folder)")
+    p.add_argument("--name", required=True, help=f"{what} name; the same name resumes the {what}")
     p.add_argument("--preset", default="tiny", help="preset or YAML config")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="dotted config override")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="training workers" + (" per trial" * (what == "sweep")))
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune with Ray Train (DDP) on training-ready shards")
+    _add_training_args(p, "run")
     p.add_argument("--max-failures", type=int, default=2)
     p.add_argument("--register-as", help="register the final model under this MLflow registry name")
+    p.add_argument("--address", default=None, help="Ray address (default: the running cluster, else local)")
+
+
+def _tune(args) -> None:
+    import ray
+
+    from pipelines.tune import TuneJobConfig, format_summary, parse_search, run_tune
+    from pixelclip.config import load_config
+
+    cfg = load_config(args.preset, args.overrides)
+    job = TuneJobConfig(data=args.data, storage=args.storage, name=args.name, model=cfg.to_dict(),
+                        search=parse_search(args.search), num_samples=args.num_samples, metric=args.metric,
+                        mode=args.mode, scheduler=args.scheduler, grace_period=args.grace_period,
+                        reduction_factor=args.reduction_factor, max_concurrent=args.max_concurrent,
+                        workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                        register_as=args.register_as, alias=args.alias)
+    from pipelines.storage import StorageOptions
+    from pipelines.train import worker_env
+
+    # the trials read the storage keys from their environment (Tune must not store them)
+    env = worker_env(StorageOptions.from_env(), job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    ray.init(address=args.address, ignore_reinit_error=True, runtime_env={"env_vars": env})
+    print(format_summary(run_tune(job), job.metric))
+
+
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="sweep K, l (any config field) with Ray Tune + ASHA over the train stage")
+    _add_training_args(p, "sweep")
+    p.add_argument("--search", action="append", required=True,
+                   help="field=a,b,c (grid) or field=uniform(a,b) | loguniform(a,b) | randint(a,b); repeatable")
+    p.add_argument("--num-samples", type=int, default=1, help="draws of the distributions / grid repeats")
+    p.add_argument("--metric", default="loss_rel", help="reported metric to select by (default: loss_rel)")
+    p.add_argument("--mode", choices=["min", "max"], default="min")
+    p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    p.add_argument("--grace-period", type=int, help="steps before ASHA may stop a trial (default: steps / 4)")
+    p.add_argument("--reduction-factor", type=float, default=2.0)
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster fits)")
+    p.add_argument("--register-as", help="register the best trial's model under this MLflow registry name")
+    p.add_argument("--alias", default="candidate", help="alias pointed at the registered best model")
     p.add_argument("--address", default=None, help="Ray address (default: the running cluster, else local)")
 
 
@@ -130,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--set", dest="overrides", action="append", default=[])
     _add_prepare(sub)
     _add_train(sub)
+    _add_tune(sub)
     tr = sub.add_parser("tracking", help="start, stop or report the local MLflow server", add_help=False)
     tr.add_argument("rest", nargs=argparse.REMAINDER)
     rg = sub.add_parser("registry", help="list models, move aliases, segment with models:/name@alias",
@@ -148,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
             _prepare(args)
         elif args.command == "train":
             _train(args)
+        elif args.command == "tune":
+            _tune(args)
         elif args.command == "tracking":
             from pipelines import tracking
 

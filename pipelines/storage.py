@@ -147,10 +147,13 @@ def fsspec_fs(uri: str | os.PathLike, opts: StorageOptions | None = None) -> tup
     return fs, path
 
 
-def arrow_fs(uri: str | os.PathLike, opts: StorageOptions | None = None):
+def arrow_fs(uri: str | os.PathLike, opts: StorageOptions | None = None, with_keys: bool = True):
     """A `pyarrow.fs.FileSystem` (S3 or local) for `uri` and the path within it.
 
-    pyarrow does not read AWS_ENDPOINT_URL itself, so the endpoint is passed explicitly.
+    pyarrow does not read AWS_ENDPOINT_URL itself, so the endpoint is passed explicitly. With
+    `with_keys=False` the keys are left out and each process that unpickles the filesystem finds
+    them in the standard AWS chain (environment, instance role): for holders that persist the
+    filesystem object, such as Ray Tune's experiment state.
     """
     from pyarrow import fs as pafs
 
@@ -159,7 +162,7 @@ def arrow_fs(uri: str | os.PathLike, opts: StorageOptions | None = None):
         return pafs.LocalFileSystem(), path
     o = _opts(opts)
     kwargs: dict = {"region": o.region_name} if o.region_name else {}
-    if o.access_key and o.secret_key:
+    if with_keys and o.access_key and o.secret_key:
         kwargs.update(access_key=o.access_key, secret_key=o.secret_key, session_token=o.session_token)
     if o.endpoint_url:
         parsed = urlparse(o.endpoint_url if "://" in o.endpoint_url else f"https://{o.endpoint_url}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -48,6 +49,8 @@ class TrainJobConfig:
     tracking_uri: str | None = None  # MLflow server; default: MLFLOW_TRACKING_URI; None and unset: no tracking
     experiment: str = "pixelclip"
     register_as: str | None = None  # register the final model under this name in the MLflow registry
+    parent_run_id: str | None = None  # MLflow parent run (a sweep's); the run becomes its child
+    tags: dict = field(default_factory=dict)  # extra MLflow tags of the run
 
     def validate(self) -> TrainJobConfig:
         from pixelclip.config import config_from_dict
@@ -73,6 +76,13 @@ def _all_ok(ok: bool, device) -> bool:
     t = torch.tensor([1.0 if ok else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item() > 0)
+
+
+def uninformed_loss(k: int) -> float:
+    """The per-pixel loss of a predictor that knows only that one of `k` clusters is right: the
+    binary entropy of 1/k. `loss / uninformed_loss(K)` compares runs with different K."""
+    p = 1.0 / k
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
 def _rng_state() -> dict:
@@ -191,33 +201,40 @@ def train_loop_per_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     per_worker = cfg.optim.batch_size // world
     progress = _Progress(config.get("run_id"), config.get("tracking_uri"), cfg.optim.steps) if rank == 0 else None
-    total, t_last, n_last = cfg.optim.steps, time.perf_counter(), 0
+    total, t_last, n_last, waited, losses = cfg.optim.steps, time.perf_counter(), 0, 0.0, []
+    baseline = uninformed_loss(cfg.prompts.num_clusters)
     while step < total:
-        got_batch = False
+        got_batch, t_ask = False, time.perf_counter()
         for batch in iter_batches(shard, per_worker, device):
+            waited += time.perf_counter() - t_ask  # time this worker sat waiting for its next batch
             got_batch = True
             m = trainer.step(**batch)
             step += 1
             n_last += 1
+            if math.isfinite(m["loss"]):
+                losses.append(m["loss"])
             due_log, due_ckpt = step % config["log_every"] == 0, step % config["checkpoint_every"] == 0
             if due_log or due_ckpt or step == total:
                 now = time.perf_counter()
                 m.update(step=step, images_per_s=n_last * cfg.optim.batch_size / max(now - t_last, 1e-9),
-                         skipped_total=trainer.skipped)
-                t_last, n_last = now, 0
+                         data_wait_fraction=waited / max(now - t_last, 1e-9), skipped_total=trainer.skipped,
+                         loss_mean=sum(losses) / len(losses) if losses else float("nan"))
+                m["loss_rel"] = m["loss_mean"] / baseline  # mean since the last report, comparable across K
+                t_last, n_last, waited, losses = now, 0, 0.0, []
                 if progress is not None:
                     progress(step, m)
                 _report(m, task, trainer, step, config["model"], due_ckpt or step == total)
             if step >= total:
                 break
+            t_ask = time.perf_counter()
         if not got_batch:
             raise RuntimeError(f"worker {rank} got no batch of {per_worker} images from {config['data']}: "
                                "too few training records for the global batch size")
 
 
-def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = None):
+def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = None, callbacks: list | None = None):
     """(Ray Train `TorchTrainer`, its loop config) for the job. Checks storage, data and the MLflow
-    server before any worker starts."""
+    server before any worker starts. `callbacks`: Ray Train callbacks (a sweep passes Tune's)."""
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -251,8 +268,8 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
         run_config=ray.train.RunConfig(
             name=job.name, storage_path=path, storage_filesystem=fs,
             failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3),
-            worker_runtime_env={"env_vars": _worker_env(opts, tracking_uri)}),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3), callbacks=callbacks,
+            worker_runtime_env={"env_vars": worker_env(opts, tracking_uri)}),
         datasets={"train": ds},
     ), loop_config
 
@@ -283,7 +300,10 @@ def mlflow_run(job: TrainJobConfig, tracking_uri: str | None) -> str | None:
     found = client.search_runs([exp_id], filter_string=f"tags.`pixelclip.run` = '{job.name}'", max_results=1)
     if found:
         return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=job.name, tags={"pixelclip.run": job.name})
+    tags = {**job.tags, "pixelclip.run": job.name}
+    if job.parent_run_id:
+        tags["mlflow.parentRunId"] = job.parent_run_id
+    run = client.create_run(exp_id, run_name=job.name, tags=tags)
     params = {**_flatten(job.model, "model."), "train.workers": job.workers, "train.data": job.data,
               "train.storage": job.storage, "train.checkpoint_every": job.checkpoint_every}
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -292,7 +312,7 @@ def mlflow_run(job: TrainJobConfig, tracking_uri: str | None) -> str | None:
     return run.info.run_id
 
 
-def _worker_env(opts: storage.StorageOptions, tracking_uri: str | None) -> dict:
+def worker_env(opts: storage.StorageOptions, tracking_uri: str | None) -> dict:
     """Storage credentials and the tracking URI for the workers' environment (Ray keeps them out of
     logs; they are never written to the run's config or parameters)."""
     pairs = {"AWS_ENDPOINT_URL": opts.endpoint_url, "AWS_ACCESS_KEY_ID": opts.access_key,

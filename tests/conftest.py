@@ -53,12 +53,16 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local(store):
     """A local Ray for the pipeline tests. 4 logical CPUs on this 2-core machine: two training
-    workers hold one each, and Ray Data needs some left to feed them."""
+    workers hold one each, and Ray Data needs some left to feed them. The dashboard serves the state
+    API that Ray Train uses to free the resources of a Tune trial that ASHA stopped."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    env = {"AWS_ENDPOINT_URL": store.endpoint_url, "AWS_ACCESS_KEY_ID": store.access_key,
+           "AWS_SECRET_ACCESS_KEY": store.secret_key, "AWS_REGION": store.region}
+    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": env})  # the object store's keys, as a Ray job gets them
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
@@ -74,3 +78,17 @@ def mlflow_server(store, tmp_path_factory):
         yield srv.start()
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def ready(store, ray_local):
+    """Training-ready shards in s3://data/train-ready/ from synthetic SA-1B tars. ~90 records: an
+    epoch is ~22 steps per worker at batch 4, so few epochs (each re-runs the Ray Data pipeline)."""
+    from pipelines.prepare import PrepareConfig, run_prepare
+    from pipelines.synth_sa1b import write_shards
+    from pixelclip.data.sa1b import ConvertOptions
+
+    write_shards("s3://data/train-raw", shards=4, images=24, size=(64, 96), masks=10, seed=5, opts=store)
+    run_prepare(PrepareConfig(input="s3://data/train-raw/", output="s3://data/train-ready/",
+                              convert=ConvertOptions(short_side=48, min_area=4, max_masks=8)), store)
+    return "s3://data/train-ready/"

@@ -12,11 +12,8 @@ import torch
 
 import pixelclip
 from pipelines import storage
-from pipelines.prepare import PrepareConfig, run_prepare
 from pipelines.reader import iter_batches, training_dataset
-from pipelines.synth_sa1b import write_shards
 from pipelines.train import TrainJobConfig, run_train
-from pixelclip.data.sa1b import ConvertOptions
 from pixelclip.io import load_pixelclip
 
 pytestmark = pytest.mark.slow
@@ -26,15 +23,6 @@ def _model(steps: int) -> dict:
     cfg = pixelclip.load_config("tiny", [f"optim.steps={steps}", "optim.batch_size=4", "data.resize_short=64",
                                          "data.crop=48"])
     return cfg.to_dict()
-
-
-@pytest.fixture(scope="module")
-def ready(store, ray_local):
-    # ~90 records: an epoch is ~22 steps per worker, so few epochs (each re-runs the Ray Data pipeline)
-    write_shards("s3://data/train-raw", shards=4, images=24, size=(64, 96), masks=10, seed=5, opts=store)
-    run_prepare(PrepareConfig(input="s3://data/train-raw/", output="s3://data/train-ready/",
-                              convert=ConvertOptions(short_side=48, min_area=4, max_masks=8)), store)
-    return "s3://data/train-ready/"
 
 
 def _checkpoint_steps(name: str, opts) -> list[int]:
