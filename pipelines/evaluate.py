@@ -53,6 +53,7 @@ class EvalJobConfig:
     use_gpu: bool | None = None  # None: GPUs when the cluster has them
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI
     run_id: str | None = None  # MLflow run to log to; default: the run of a registry model
+    class_names: dict = field(default_factory=dict)  # benchmark -> own class names (a dataset in its layout)
 
     def validate(self) -> EvalJobConfig:
         from pipelines.models import TEMPLATES, parse_source
@@ -61,7 +62,7 @@ class EvalJobConfig:
         parse_source(self.model)
         if not self.benchmarks:
             raise ValueError("evaluate.benchmarks is empty: give NAME=ROOT, e.g. voc-20=/data/datasets")
-        for name in self.benchmarks:
+        for name in [*self.benchmarks, *self.class_names]:
             if name not in BENCHMARKS:
                 raise ValueError(f"evaluate.benchmarks: unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
         bad = [m for m in self.modes if m not in DENSE_MODES]
@@ -90,12 +91,19 @@ def parse_benchmarks(items: list[str]) -> dict[str, str]:
     return out
 
 
-def open_dataset(name: str, root: str, split: str, opts: storage.StorageOptions | None = None):
-    """A benchmark reader over a local folder or an s3:// prefix."""
+def open_dataset(name: str, root: str, split: str, opts: storage.StorageOptions | None = None,
+                 class_names: list[str] | None = None):
+    """A benchmark reader over a local folder or an s3:// prefix (`class_names`: your own classes)."""
     if storage.is_s3(root):
         fs, path = storage.fsspec_fs(root, opts)
-        return open_benchmark(name, path, split, fs=fs)
-    return open_benchmark(name, root.removeprefix("file://"), split)
+        return open_benchmark(name, path, split, fs=fs, class_names=class_names)
+    return open_benchmark(name, root.removeprefix("file://"), split, class_names=class_names)
+
+
+def read_class_names(uri: str, opts: storage.StorageOptions | None = None) -> list[str]:
+    """Class names from a text file (local or s3://), one per line, in label order."""
+    text = storage.read_bytes(uri, opts).decode("utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 class SegmenterPredictor:
@@ -140,7 +148,7 @@ class Evaluator:
 
     def _dataset(self, name: str, root: str):
         if name not in self.datasets:
-            self.datasets[name] = open_dataset(name, root, self.job.split, self.opts)
+            self.datasets[name] = open_dataset(name, root, self.job.split, self.opts, self.job.class_names.get(name))
         return self.datasets[name]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -185,7 +193,7 @@ def _rows(job: EvalJobConfig, opts) -> tuple[list[dict], dict[str, Any]]:
     wrong layout fails here, naming the paths it expected)."""
     rows, datasets = [], {}
     for name, root in job.benchmarks.items():
-        ds = datasets[name] = open_dataset(name, root, job.split, opts)
+        ds = datasets[name] = open_dataset(name, root, job.split, opts, job.class_names.get(name))
         n = len(ds) if job.limit is None else min(job.limit, len(ds))
         rows += [{"benchmark": name, "root": root, "index": i} for i in range(n)]
     return rows, datasets
@@ -340,6 +348,8 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, help="only the first N images of each benchmark")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--concurrency", type=int, help="inference actors (default: one per GPU, else one)")
+    p.add_argument("--class-names", action="append", default=[], metavar="NAME=FILE",
+                   help="your own dataset in a benchmark's layout: its class names, one per line (local or s3://)")
     p.add_argument("--run-id", help="MLflow run to log the results to (default: the registry model's run)")
     p.add_argument("--address", default=None, help="Ray address (default: the running cluster, else local)")
 
@@ -347,7 +357,9 @@ def add_arguments(p) -> None:
 def run_from_args(args) -> None:
     import ray
 
+    classes = {name: read_class_names(uri) for name, uri in parse_benchmarks(args.class_names).items()}
     job = EvalJobConfig(model=args.model, benchmarks=parse_benchmarks(args.benchmark), output=args.output,
+                        class_names=classes,
                         modes=args.modes or ["maskclip"], task=args.task, protocol=args.protocol,
                         templates=args.templates, image_size=args.image_size, split=args.split, limit=args.limit,
                         batch_size=args.batch_size, concurrency=args.concurrency, run_id=args.run_id).validate()

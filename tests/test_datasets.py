@@ -342,3 +342,21 @@ def test_library_imports_no_application_packages():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_own_class_names_in_a_benchmark_layout(tmp_path):
+    ade = next(c for c in CASES if c[:2] == ("ade20k-150", "detectron2"))
+    case = (*ade[:5], [0, 2, 255], [0, 2, 255])
+    _build(tmp_path, case)
+    ds = open_benchmark("ade20k-150", tmp_path, class_names=["grass", "sand", "ball"])
+    assert ds.class_names == ["grass", "sand", "ball"] and ds.num_classes == 3
+    assert set(np.unique(ds[0].label)) == {0, 2, 255}
+    few = open_benchmark("ade20k-150", tmp_path, class_names=["grass", "sand"])
+    with pytest.raises(ValueError, match="unknown class value 2"):
+        few[0]  # a value beyond the given classes names the file
+    with pytest.raises(ValueError, match="distinct non-empty names"):
+        open_benchmark("ade20k-150", tmp_path, class_names=["grass", "grass"])
+    city = next(c for c in CASES if c[:2] == ("cityscapes-19", "labelIds"))
+    _build(tmp_path / "c", city)
+    with pytest.raises(ValueError, match="19 classes"):
+        open_benchmark("cityscapes-19", tmp_path / "c", class_names=["a", "b"])

@@ -41,10 +41,11 @@ the mIoU. Ids are sorted. `split` is "val" (the benchmark) or "train".
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import operator
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -333,17 +334,29 @@ def _entries(
 
 
 def open_benchmark(
-    name: str, root: str | os.PathLike[str], split: str = "val", fs: FileSystem | None = None
+    name: str,
+    root: str | os.PathLike[str],
+    split: str = "val",
+    fs: FileSystem | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> BenchmarkDataset:
     """Find `name`'s layout under `root` and list the split's samples (decoded lazily by indexing).
 
     `fs` is an fsspec-style filesystem (e.g. s3fs, with root "s3://bucket/datasets"); None reads
-    the local filesystem. Raises ValueError for an unknown name or split, FileNotFoundError when
-    no layout matches (listing the paths expected for each) or when ids lack an image or a label.
+    the local filesystem. `class_names` replaces the benchmark's classes for a dataset of your own
+    stored in its layout (label values then index these names; not for the fixed COCO-raw and
+    Cityscapes-labelIds mappings). Raises ValueError for an unknown name or split or bad class
+    names, FileNotFoundError when no layout matches (listing the paths expected for each) or when
+    ids lack an image or a label.
     """
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; valid names: {', '.join(BENCHMARKS)}")
     spec = BENCHMARKS[name]
+    if class_names is not None:
+        names = tuple(str(n).strip() for n in class_names)
+        if not names or not all(names) or len(set(names)) != len(names) or len(names) > 255:
+            raise ValueError(f"class_names for {name} must be 1 to 255 distinct non-empty names, got {list(names)}")
+        spec = dataclasses.replace(spec, class_names=names)
     splits = sorted({s for layout in spec.layouts for s in layout.splits})
     if split not in splits:
         raise ValueError(f"unknown split {split!r} for {name}; valid splits: {', '.join(splits)}")
