@@ -225,7 +225,13 @@ class LocalService:
         """Call `probe` (None: ready, else why not) until it succeeds; fail with the log's tail otherwise."""
         deadline = time.monotonic() + timeout
         while True:
-            if not self._is_ours(pid) or (self._proc is not None and self._proc.poll() is not None):
+            if self._proc is not None and self._proc.pid == pid:
+                # our own child: ask it. Its /proc environ (which `_is_ours` reads) is empty for a
+                # moment while the new program starts, which read as "gone" under load.
+                gone = self._proc.poll() is not None
+            else:
+                gone = not self._is_ours(pid)
+            if gone:
                 raise self.error(f"{self.title} (pid {pid}) exited during start-up; last lines of "
                                  f"{self.log_file}:\n{self._log_tail()}")
             last = probe()
