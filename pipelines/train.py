@@ -298,7 +298,9 @@ def mlflow_run(job: TrainJobConfig, tracking_uri: str | None) -> str | None:
     exp = client.get_experiment_by_name(job.experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(job.experiment)
     found = client.search_runs([exp_id], filter_string=f"tags.`pixelclip.run` = '{job.name}'", max_results=1)
-    if found:
+    if found:  # resumed: the run is running again until this attempt ends
+        if found[0].info.status != "RUNNING":
+            client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
     tags = {**job.tags, "pixelclip.run": job.name}
     if job.parent_run_id:

@@ -167,13 +167,8 @@ def _trial(config: dict, sweep: dict) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     job = job_cfg.trial_job(config, trial_id, sweep["parent_run_id"])
     trainer, loop = build_trainer(job, sweep["opts"], callbacks=[TuneReportCallback()])
-    try:
-        result = trainer.fit()
-    except Exception:
-        _finish_run(loop, "FAILED")
-        raise
+    result = trainer.fit()  # a failure or a stop (ASHA, Ctrl+C) is recorded by `_trial_closer`
     if result.error:
-        _finish_run(loop, "FAILED")
         raise result.error
     _finish_run(loop, "FINISHED")
 
