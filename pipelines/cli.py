@@ -1,7 +1,10 @@
 """The `pixelclip` command.
 
     pixelclip demo [--steps 20] [--out out/demo]
-    pixelclip segment photo.jpg --classes "cat, grass, sky" --checkpoint ckpt.safetensors -o out.png
+    pixelclip segment photo.jpg --classes "cat, grass, sky" --model models:/pixelclip@champion -o out.png \
+        [--labels labels.png] [--mode maskclip|plain|sclip|clearclip] [--protocol whole|slide] [--device cpu]
+    pixelclip prompts draw --model ckpt.safetensors photo1.jpg photo2.jpg -o out/prompts/
+    pixelclip prompts map --model models:/pixelclip@champion --classes "cat, dog, sky" [--method tsne] -o map.png
     pixelclip config tiny [--set prompts.num_clusters=32]       # print a resolved configuration
     pixelclip store start|stop|status --data .stack/seaweedfs     # the local S3 object store (SeaweedFS)
     pixelclip synth-sa1b s3://data/raw --shards 2 --images 8      # synthetic SA-1B shards
@@ -9,6 +12,9 @@
     pixelclip train --data s3://data/ready/ --storage s3://runs/ --name my-run --preset vit_b16 --workers 4
     pixelclip tune --data s3://data/ready/ --storage s3://data/sweeps --name k-sweep \
         --search prompts.num_clusters=16,32,64 --search prompts.length=4,8 --register-as pixelclip
+    pixelclip evaluate --model models:/pixelclip@champion --benchmark voc-20=/data/datasets --output out/eval \
+        [--mode maskclip --mode sclip] [--task masks] [--protocol slide]
+    pixelclip synth-scenes out/synth --train-shards 4 --images-per-shard 64 --eval 64 --masks oversegmented
     pixelclip tracking start|stop|status --data .stack/mlflow [--artifacts s3://mlflow/artifacts]
     pixelclip registry list | alias NAME ALIAS VERSION
     pixelclip registry segment models:/pixelclip@champion photo.jpg --classes "cat, sky" -o seg.png
@@ -23,23 +29,79 @@ from pathlib import Path
 
 
 def _segment(args) -> None:
-    import numpy as np
-    from PIL import Image
+    from pipelines.segment import class_fractions, parse_classes, save_labels, segment_image
 
-    from pixelclip.infer import Segmenter
-    from pixelclip.io import load_pixelclip
-    from pixelclip.viz import overlay
-
-    names = [c.strip() for c in args.classes.split(",") if c.strip()]
-    task, _ = load_pixelclip(args.checkpoint, device=args.device)
-    seg = Segmenter.from_pixelclip(task, protocol=args.protocol)
-    image = Image.open(args.image)
-    labels = seg.segment(image, names)[0]
-    overlay(image, labels, names).save(args.output)
+    labels, picture = segment_image(args.model, args.image, args.classes, device=args.device,
+                                    protocol=args.protocol, mode=args.mode, templates=args.templates,
+                                    image_size=args.image_size, max_side=args.max_side)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    picture.save(args.output)
     if args.labels:
-        lab = labels.cpu().numpy().astype(np.uint8 if len(names) < 256 else np.uint16)
-        Image.fromarray(lab).save(args.labels)
+        save_labels(labels, args.labels)
+    names = parse_classes(args.classes)
+    print(", ".join(f"{n} {f:.1%}" for n, f in zip(names, class_fractions(labels, len(names)), strict=True)))
     print(f"wrote {args.output}" + (f" and {args.labels}" if args.labels else ""))
+
+
+def _add_model_args(p) -> None:
+    """The model-loading arguments `segment` shares with the commands that segment."""
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
+    p.add_argument("--protocol", choices=["whole", "slide"], default="whole",
+                   help="whole image at the encoder's input (default) or sliding windows")
+    p.add_argument("--max-side", type=int, default=None,
+                   help="shrink larger photos to this long side before encoding (default 2048)")
+
+
+def _add_segment(sub) -> None:
+    s = sub.add_parser("segment", help="segment a photo with typed class names, write an overlay with a legend")
+    s.add_argument("image", help="a photo: local path or s3:// URI")
+    s.add_argument("--classes", required=True, help='comma-separated class names, e.g. "cat, grass, sky"')
+    s.add_argument("--model", "--checkpoint", dest="model", required=True,
+                   help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, a .safetensors checkpoint "
+                        "(local or s3://), or openclip:NAME[:TAG] (--checkpoint: the old name of --model)")
+    s.add_argument("-o", "--output", type=Path, default=Path("segmentation.png"), help="overlay PNG")
+    s.add_argument("--labels", type=Path,
+                   help="also write the label map as a PNG of class indices (8-bit; 16-bit from 256 classes)")
+    s.add_argument("--mode", default=None,
+                   help="dense readout: maskclip (the default), plain, sclip, clearclip")
+    s.add_argument("--templates", choices=["ensemble", "single"], default="ensemble",
+                   help="prompt templates: the paper's 8-template ensemble (default) or one")
+    s.add_argument("--image-size", type=int, default=None, help="the encoder's square input (default: the model's)")
+    _add_model_args(s)
+
+
+def _prompts(args) -> None:
+    from pipelines.prompts import draw_prompts, load_task, prompt_map, write_map
+
+    task = load_task(args.model, device=args.device)
+    if args.prompts_command == "draw":
+        for path in draw_prompts(task, args.images, args.output, protocol=args.protocol,
+                                 **({"max_side": args.max_side} if args.max_side else {})):
+            print(f"wrote {path}")
+    else:
+        result = prompt_map(task, args.classes, method=args.method, templates=args.templates, seed=args.seed)
+        png, js = write_map(result, args.output, title=f"{args.model} ({args.method})")
+        print(f"wrote {png} and {js}")
+
+
+def _add_prompts(sub) -> None:
+    p = sub.add_parser("prompts", help="what the learned class prompts segment (draw) and where they lie (map)")
+    ps = p.add_subparsers(dest="prompts_command", required=True)
+    model_help = "a PixelCLIP model: a .safetensors checkpoint (local or s3://) or models:/NAME@ALIAS"
+    d = ps.add_parser("draw", help="overlay of the nearest learned prompt per pixel, one PNG per image")
+    d.add_argument("images", nargs="+", help="photos: local paths or s3:// URIs")
+    d.add_argument("--model", required=True, help=model_help)
+    d.add_argument("-o", "--output", type=Path, default=Path("prompts"), help="output folder")
+    _add_model_args(d)
+    m = ps.add_parser("map", help="2-D map (PCA or t-SNE) of the prompt features among class text features")
+    m.add_argument("--model", required=True, help=model_help)
+    m.add_argument("--classes", required=True, help='comma-separated class names, e.g. "cat, dog, sky"')
+    m.add_argument("--method", choices=["pca", "tsne"], default="pca", help="pca (default) or tsne (scikit-learn)")
+    m.add_argument("--templates", choices=["ensemble", "single"], default="ensemble")
+    m.add_argument("--seed", type=int, default=0, help="t-SNE's random state")
+    m.add_argument("-o", "--output", type=Path, default=Path("prompt_map.png"),
+                   help="scatter plot PNG; the coordinates go beside it as .json")
+    m.add_argument("--device", default="cpu")
 
 
 def _prepare(args) -> None:
@@ -165,75 +227,89 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--out", type=Path, default=Path("out/demo"))
     d.add_argument("--preset", default="tiny")
     d.add_argument("--set", dest="overrides", action="append", default=[])
-    s = sub.add_parser("segment", help="segment an image with typed class names")
-    s.add_argument("image", type=Path)
-    s.add_argument("--classes", required=True, help='comma-separated class names, e.g. "cat, grass, sky"')
-    s.add_argument("--checkpoint", required=True, type=Path, help="a PixelCLIP checkpoint (.safetensors)")
-    s.add_argument("-o", "--output", type=Path, default=Path("segmentation.png"))
-    s.add_argument("--labels", type=Path, help="also write the label map as a PNG")
-    s.add_argument("--protocol", choices=["whole", "slide"], default="whole")
-    s.add_argument("--device", default="cpu")
+    _add_segment(sub)
+    _add_prompts(sub)
     c = sub.add_parser("config", help="print a resolved configuration as YAML")
     c.add_argument("source", help="a preset name or a YAML file")
     c.add_argument("--set", dest="overrides", action="append", default=[])
     _add_prepare(sub)
     _add_train(sub)
     _add_tune(sub)
-    tr = sub.add_parser("tracking", help="start, stop or report the local MLflow server", add_help=False)
-    tr.add_argument("rest", nargs=argparse.REMAINDER)
-    rg = sub.add_parser("registry", help="list models, move aliases, segment with models:/name@alias",
-                        add_help=False)
-    rg.add_argument("rest", nargs=argparse.REMAINDER)
+    p_eval = sub.add_parser("evaluate", help="zero-shot mIoU on the benchmarks (Ray Data batch inference)")
+    from pipelines.evaluate import add_arguments as add_evaluate_arguments
+
+    add_evaluate_arguments(p_eval)
     st = sub.add_parser("store", help="start, stop or report the local SeaweedFS object store")
     st.add_argument("action", choices=["start", "stop", "status"])
     st.add_argument("--data", default=".stack/seaweedfs")
     st.add_argument("--port", type=int, default=None)
     st.add_argument("--bucket", action="append", default=[], help="with start: also create this bucket")
-    sy = sub.add_parser("synth-sa1b", help="write synthetic SA-1B shards", add_help=False)
-    sy.add_argument("rest", nargs=argparse.REMAINDER)
-    args = p.parse_args(argv)
+    for name, (_, text) in _PASSTHROUGH.items():
+        sub.add_parser(name, help=text, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _PASSTHROUGH:  # their own parsers, --help included
+        args = argparse.Namespace(command=argv[0], rest=argv[1:])
+    else:
+        args = p.parse_args(argv)
     try:
-        if args.command == "prepare":
-            _prepare(args)
-        elif args.command == "train":
-            _train(args)
-        elif args.command == "tune":
-            _tune(args)
-        elif args.command == "tracking":
-            from pipelines import tracking
-
-            sys.exit(tracking.main(args.rest) or 0)
-        elif args.command == "registry":
-            from pipelines import registry
-
-            sys.exit(registry.main(args.rest) or 0)
-        elif args.command == "store":
-            from pipelines import objectstore
-
-            port = ["--port", str(args.port)] if args.port else []
-            rc = objectstore.main([args.action, "--data", args.data, *port]) or 0
-            if rc == 0 and args.action == "start":
-                for bucket in args.bucket:
-                    objectstore.SeaweedFS(args.data).create_bucket(bucket)
-                    print(f"bucket {bucket} ready")
-            sys.exit(rc)
-        elif args.command == "synth-sa1b":
-            from pipelines import synth_sa1b
-
-            synth_sa1b.main(args.rest)
-        elif args.command == "demo":
-            from pipelines.demo import run
-
-            run(args.steps, args.out, args.preset, args.overrides)
-        elif args.command == "segment":
-            _segment(args)
-        else:
-            from pixelclip.config import load_config
-
-            print(load_config(args.source, args.overrides).to_yaml(), end="")
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _dispatch(args)
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
         print(f"pixelclip {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+# subcommands with their own argument parsers: module (with main(argv)), help
+_PASSTHROUGH = {
+    "tracking": ("pipelines.tracking", "start, stop or report the local MLflow server"),
+    "registry": ("pipelines.registry", "list models, move aliases, segment with models:/name@alias"),
+    "synth-sa1b": ("pipelines.synth_sa1b", "write synthetic SA-1B shards"),
+    "synth-scenes": ("pipelines.synth_scenes", "write SynthScenes: SA-1B tars with captions, a labelled split"),
+}
+
+
+def _dispatch(args) -> None:
+    handlers = {"prepare": _prepare, "train": _train, "tune": _tune, "segment": _segment, "prompts": _prompts,
+                "store": _store, "demo": _demo, "config": _config}
+    if args.command in _PASSTHROUGH:
+        import importlib
+
+        sys.exit(importlib.import_module(_PASSTHROUGH[args.command][0]).main(args.rest) or 0)
+    if args.command == "evaluate":
+        from pipelines.evaluate import run_from_args
+
+        return run_from_args(args)
+    handlers[args.command](args)
+
+
+def _is_user_error(e: Exception) -> bool:
+    """Errors that say what to fix (bad values, missing files, unreachable services): a message, no traceback."""
+    return isinstance(e, ValueError | FileNotFoundError | RuntimeError) or type(e).__module__.startswith("mlflow")
+
+
+def _store(args) -> None:
+    from pipelines import objectstore
+
+    port = ["--port", str(args.port)] if args.port else []
+    rc = objectstore.main([args.action, "--data", args.data, *port]) or 0
+    if rc == 0 and args.action == "start":
+        for bucket in args.bucket:
+            objectstore.SeaweedFS(args.data).create_bucket(bucket)
+            print(f"bucket {bucket} ready")
+    sys.exit(rc)
+
+
+def _demo(args) -> None:
+    from pipelines.demo import run
+
+    run(args.steps, args.out, args.preset, args.overrides)
+
+
+def _config(args) -> None:
+    from pixelclip.config import load_config
+
+    print(load_config(args.source, args.overrides).to_yaml(), end="")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def load_segmenter(source: str | ModelSource, *, device: str = "cpu", protocol: 
         base = load(src.ref, device=device, protocol=protocol)
         return Segmenter(base.encoder if mode is None else base.encoder.with_mode(mode), base.text,
                          image_size or base.image_size, **kw)
-    task = _load_checkpoint(src.ref, device, opts)
+    task = load_task_checkpoint(src.ref, device, opts)
     encoder = task.student if mode is None else task.student.with_mode(mode)
     return Segmenter(encoder, task.text, image_size or task.image_size, **kw)
 
@@ -97,7 +97,8 @@ def _native_size(model) -> int:
     return int(size[0] if isinstance(size, tuple | list) else size)
 
 
-def _load_checkpoint(ref: str, device: str, opts):
+def load_task_checkpoint(ref: str, device: str = "cpu", opts=None):
+    """A PixelCLIP task (eval mode) from a checkpoint, local or s3://."""
     from pixelclip.io import load_pixelclip
 
     if "://" in ref and not ref.startswith("file://"):

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
-from .infer import Segmenter, to_image_tensor
+from .infer import Segmenter, as_chw, chw_to_float
+
+_BAND = 1 << 20  # pixels converted or blended at a time: a huge image is never copied whole as float
 
 
 def palette(n: int) -> np.ndarray:
@@ -20,31 +22,67 @@ def palette(n: int) -> np.ndarray:
     return (np.array(rgb) * 255).astype(np.uint8).reshape(n, 3)
 
 
-def overlay(image, labels: torch.Tensor, names: Sequence[str] | None = None, alpha: float = 0.55) -> Image.Image:
-    """The image with the label map [H, W] blended over it, and a legend of the classes present."""
-    img = (to_image_tensor(image).permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # [H, W, 3]
-    lab = labels.cpu().numpy()
-    n = int(max(lab.max() + 1, len(names) if names else 0))
-    colours = palette(n)[lab]  # [H, W, 3]
-    out = Image.fromarray((img * (1 - alpha) + colours * alpha).astype(np.uint8))
-    if names:
-        present = [i for i in np.unique(lab) if i < len(names)]
-        legend = Image.new("RGB", (out.width, 14 * len(present) + 6), "white")
-        draw = ImageDraw.Draw(legend)
-        for row, i in enumerate(present):
-            y = 3 + 14 * row
-            draw.rectangle([4, y, 14, y + 10], fill=tuple(int(c) for c in palette(n)[i]))
-            draw.text((20, y - 1), str(names[i]), fill="black")
-        canvas = Image.new("RGB", (out.width, out.height + legend.height), "white")
-        canvas.paste(out, (0, 0))
-        canvas.paste(legend, (0, out.height))
-        out = canvas
+def image_rgb8(image) -> np.ndarray:
+    """Any image `to_image_tensor` takes -> uint8 RGB [H, W, 3] (8-bit RGB is shared, not copied;
+    other formats are converted in row bands)."""
+    x = as_chw(image)  # [C, H, W], the image's own dtype
+    if x.dtype == torch.uint8 and x.shape[0] == 3:
+        return x.permute(1, 2, 0).cpu().numpy()
+    H, W = x.shape[-2:]
+    out = np.empty((H, W, 3), np.uint8)
+    step = max(1, _BAND // W)
+    for r in range(0, H, step):
+        band = chw_to_float(x[:, r:r + step]).mul_(255.0).round_()  # [3, rows, W]
+        out[r:r + step] = band.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return out
 
 
+def overlay(image, labels, names: Sequence[str] | None = None, alpha: float = 0.55) -> Image.Image:
+    """The image with the label map [H, W] (torch or numpy, non-negative integers) blended over it,
+    and below it a legend of the classes present. Memory: the picture plus a few rows at a time."""
+    img = image_rgb8(image)  # [H, W, 3] uint8
+    lab = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if lab.shape != img.shape[:2]:
+        raise ValueError(f"labels {lab.shape} and image {img.shape[:2]} differ in size")
+    H, W = lab.shape
+    step = max(1, _BAND // W)  # rows at a time
+    n = max(int(lab.max()) + 1, len(names) if names else 0)
+    counts = np.zeros(n, np.int64)
+    for r in range(0, H, step):
+        counts += np.bincount(lab[r:r + step].ravel(), minlength=n)
+    colours = palette(n)  # [n, 3]
+    present = [i for i in np.flatnonzero(counts) if names and i < len(names)]
+    legend = _legend(W, [(str(names[i]), colours[i]) for i in present]) if names else None
+    canvas = Image.new("RGB", (W, H + (legend.height if legend is not None else 0)), "white")
+    weighted = colours.astype(np.float32) * alpha  # [n, 3]
+    for r in range(0, H, step):
+        rows = img[r:r + step].astype(np.float32) * (1 - alpha) + weighted[lab[r:r + step]]  # [rows, W, 3]
+        canvas.paste(Image.fromarray(rows.astype(np.uint8)), (0, r))
+    if legend is not None:
+        canvas.paste(legend, (0, H))
+    return canvas
+
+
+def _legend(width: int, entries: list[tuple[str, np.ndarray]]) -> Image.Image:
+    """A legend of (name, colour) entries in columns, `width` wide; text scales with the width."""
+    unit = max(14, width // 64)  # row height in pixels
+    font = ImageFont.load_default(size=unit - 4)
+    col_w = max(unit * 2 + max((int(font.getlength(t)) for t, _ in entries), default=0), unit * 6)
+    cols = max(1, min(len(entries), width // col_w))
+    rows = -(-len(entries) // cols)
+    legend = Image.new("RGB", (width, unit * rows + unit // 2), "white")
+    draw = ImageDraw.Draw(legend)
+    for k, (text, colour) in enumerate(entries):
+        x, y = 4 + (k // rows) * col_w, unit // 4 + (k % rows) * unit
+        draw.rectangle([x, y + 2, x + unit - 4, y + unit - 2], fill=tuple(int(c) for c in colour))
+        draw.text((x + unit, y + 1), text, fill="black", font=font)
+    return legend
+
+
 @torch.no_grad()
-def prompt_segmentation(task, images) -> list[torch.Tensor]:
+def prompt_segmentation(task, images, **segmenter_kwargs) -> list[torch.Tensor]:
     """What the learned class prompts segment (the paper's Fig. 5c-d / 7): each pixel labelled with
-    the nearest of the K learned class features. Returns label maps [H, W] in [0, K)."""
-    seg = Segmenter.from_pixelclip(task)
+    the nearest of the K learned class features. Returns label maps [H, W] in [0, K).
+    `segmenter_kwargs` go to `Segmenter.from_pixelclip` (protocol, max_side, ...)."""
+    seg = Segmenter.from_pixelclip(task, **segmenter_kwargs)
     return seg.segment_with_features(images, task.class_features())

@@ -114,3 +114,14 @@ def ready(store, ray_local):
     run_prepare(PrepareConfig(input="s3://data/train-raw/", output="s3://data/train-ready/",
                               convert=ConvertOptions(short_side=48, min_area=4, max_masks=8)), store)
     return "s3://data/train-ready/"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random-initialised tiny PixelCLIP (K = 8 prompts) in eval mode and its checkpoint path."""
+    from pixelclip.io import save_checkpoint
+
+    cfg = pixelclip.load_config("tiny")
+    task = pixelclip.build_pixelclip(cfg).eval()
+    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "checkpoint.safetensors", task, config=cfg.to_dict())
+    return task, str(path)

@@ -115,3 +115,23 @@ def test_bad_jobs_name_what_is_wrong(voc_root, tmp_path):
         _job(root, model="ViT-B-16").validate()
     with pytest.raises(FileNotFoundError, match="SegmentationClass"):  # the paths it expected
         run_evaluate(_job(tmp_path))
+
+
+@pytest.mark.slow
+def test_cli_on_a_synthscenes_split_with_its_own_class_names(ray_local, tmp_path, capsys):
+    from pipelines.cli import main
+    from pipelines.synth_scenes import write_eval_split
+    from pixelclip.synth import CLASS_NAMES, SceneConfig
+
+    root = tmp_path / "synth-eval"
+    write_eval_split(str(root), 3, SceneConfig(size=64), seed=1)
+    main(["evaluate", "--model", "openclip:pixelclip-tiny-vit", "--benchmark", f"ade20k-150={root}",
+          "--class-names", f"ade20k-150={root}/class_names.txt", "--mode", "maskclip", "--mode", "clearclip",
+          "--templates", "single", "--output", str(tmp_path / "out")])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    r = results["benchmarks"]["ade20k-150"]["clearclip"]
+    assert r["images"] == 3 and list(r["per_class"]) == list(CLASS_NAMES)
+    assert "| clearclip |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # a root without the layout: exit 2 with the expected paths
+        main(["evaluate", "--model", "openclip:pixelclip-tiny-vit", "--benchmark", f"voc-20={tmp_path}"])
+    assert e.value.code == 2 and "SegmentationClass" in capsys.readouterr().err
