@@ -48,6 +48,15 @@ class ModelSource:
         return None  # models:/m-<id> (a logged model): no registry version
 
 
+def require_tracking(src: ModelSource) -> None:
+    """A registry model needs an MLflow server; without one MLflow would quietly use ./mlflow.db."""
+    import os
+
+    if src.kind == "registry" and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise ValueError(f"{src.ref} is a registry model: set MLFLOW_TRACKING_URI to the MLflow server "
+                         "(pixelclip tracking status prints it)")
+
+
 def parse_source(text: str) -> ModelSource:
     """Classify a model string (see the module docstring); a clear error for anything else."""
     text = str(text).strip()
@@ -84,6 +93,7 @@ def load_segmenter(source: str | ModelSource, *, device: str = "cpu", protocol: 
     if src.kind == "registry":
         from pipelines.registry import load
 
+        require_tracking(src)
         base = load(src.ref, device=device, protocol=protocol)
         return Segmenter(base.encoder if mode is None else base.encoder.with_mode(mode), base.text,
                          image_size or base.image_size, **kw)

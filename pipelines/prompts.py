@@ -36,6 +36,9 @@ def load_task(source: str | ModelSource, device: str = "cpu"):
         return load_task_checkpoint(src.ref, device, None)
     import mlflow
 
+    from pipelines.models import require_tracking
+
+    require_tracking(src)
     model = mlflow.pyfunc.load_model(src.ref, model_config={"device": device})
     task = getattr(model.unwrap_python_model(), "task", None)
     if task is None:

@@ -204,3 +204,12 @@ def test_photos_are_read_upright_from_their_exif_orientation(tmp_path):
     exif[0x0112] = 6  # "rotate 90 CW to view"
     image.save(tmp_path / "rotated.jpg", exif=exif)
     assert read_photo(tmp_path / "rotated.jpg").shape == (30, 20, 3)
+
+
+def test_registry_model_without_a_tracking_server_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["segment", "photo.jpg", "--classes", "cat", "--model", "models:/pixelclip@champion"])
+    assert e.value.code == 2 and "set MLFLOW_TRACKING_URI" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()  # MLflow's silent local default was not used
