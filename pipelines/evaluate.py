@@ -13,25 +13,24 @@ and logged to the MLflow run of the model evaluated (a registry model's run, or 
 
 Tasks: "semseg" (dense zero-shot segmentation; protocol "whole", the paper's, or "slide"; the
 paper's 8-template ensemble or a single template) and "masks" (zero-shot mask classification, the
-paper's Table 2: each ground-truth class region is mask-pooled and classified; mIoU of the painted
-result and the share of masks classified right).
+paper's Table 2: each mask is mask-pooled and classified, the masks being the ground-truth class
+regions or, with `--masks DIR`, `<id>.png` instance maps from a mask generator; mIoU of the painted
+result over the pixels the masks cover, and the share of masks classified as the majority truth
+under them). Results are written by `pipelines.eval_report`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from pipelines import storage
+from pipelines.eval_report import format_markdown, summarize, write_results
 from pixelclip.eval.datasets import BENCHMARKS, open_benchmark
 from pixelclip.eval.miou import ConfusionMatrix
 
@@ -54,6 +53,7 @@ class EvalJobConfig:
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI
     run_id: str | None = None  # MLflow run to log to; default: the run of a registry model
     class_names: dict = field(default_factory=dict)  # benchmark -> own class names (a dataset in its layout)
+    masks: str | None = None  # task "masks": folder / s3:// prefix of <id>.png instance maps (default: the truth)
 
     def validate(self) -> EvalJobConfig:
         from pipelines.models import TEMPLATES, parse_source
@@ -73,6 +73,8 @@ class EvalJobConfig:
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"evaluate.{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.masks and self.task != "masks":
+            raise ValueError("evaluate.masks is for task 'masks' (mask classification); set --task masks")
         for name in ("limit", "batch_size", "concurrency", "image_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -156,36 +158,70 @@ class Evaluator:
         for name, root, index in zip(batch["benchmark"], batch["root"], batch["index"], strict=True):
             ds = self._dataset(str(name), str(root))
             sample = ds[int(index)]
-            target = torch.from_numpy(sample.label)
-            for mode, pred in self._predict(sample, ds).items():
+            preds, target, scored = self._predict(sample, ds)
+            for mode, pred in preds.items():
                 entry = acc.setdefault((str(name), mode), {"cm": ConfusionMatrix(ds.num_classes, ds.ignore_index),
                                                            "images": 0, "masks": 0, "masks_right": 0})
                 entry["cm"].update(pred, target)
                 entry["images"] += 1
-                if self.job.task == "masks":
-                    classes, _ = class_regions(sample.label, ds.ignore_index)
-                    right = [int(pred[target == c][0]) == c for c in classes]
-                    entry["masks"] += len(right)
-                    entry["masks_right"] += sum(right)
+                n, right = scored.get(mode, (0, 0))
+                entry["masks"] += n
+                entry["masks_right"] += right
         keys = sorted(acc)
         return {"benchmark": [k[0] for k in keys], "mode": [k[1] for k in keys],
                 "confusion": [acc[k]["cm"].matrix.numpy().tobytes() for k in keys],
                 "images": [acc[k]["images"] for k in keys], "masks": [acc[k]["masks"] for k in keys],
                 "masks_right": [acc[k]["masks_right"] for k in keys]}
 
-    def _predict(self, sample, ds) -> dict[str, torch.Tensor]:
+    def _predict(self, sample, ds) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, tuple[int, int]]]:
+        """({mode: label map [H, W]}, the target [H, W], {mode: (masks scored, masks right)})."""
+        target = torch.from_numpy(sample.label)
         if self.job.task == "semseg":
-            return self.predictor.segment(sample, ds.class_names)
-        classes, masks = class_regions(sample.label, ds.ignore_index)
-        if not len(classes):  # nothing labelled: every pixel is ignored
-            return {m: torch.zeros(sample.label.shape, dtype=torch.long) for m in self.job.modes}
-        out = {}
+            return self.predictor.segment(sample, ds.class_names), target, {}
+        if self.job.masks:  # masks from another model: pixels they leave uncovered are not scored
+            masks, truth = file_masks(self.job.masks, sample, ds.ignore_index, self.opts)
+            target = torch.where(masks.any(0), target, torch.full_like(target, ds.ignore_index))
+        else:
+            classes, masks = class_regions(sample.label, ds.ignore_index)
+            truth = torch.from_numpy(classes)
+        if not len(masks):  # nothing to classify: every pixel is ignored
+            zeros = torch.zeros(sample.label.shape, dtype=torch.long)
+            return {m: zeros for m in self.job.modes}, torch.full_like(target, ds.ignore_index), {}
+        preds, scored = {}, {}
         for mode, labels in self.predictor.classify_masks(sample, masks, ds.class_names).items():
-            painted = torch.zeros(sample.label.shape, dtype=torch.long)  # ignored pixels: any value
+            painted = torch.zeros(sample.label.shape, dtype=torch.long)  # uncovered pixels are ignored
             for mask, lab in zip(masks, labels, strict=True):
                 painted[mask] = int(lab)
-            out[mode] = painted
-        return out
+            preds[mode] = painted
+            valid = truth >= 0
+            scored[mode] = (int(valid.sum()), int((labels.long()[valid] == truth[valid]).sum()))
+        return preds, target, scored
+
+
+def file_masks(folder: str, sample, ignore_index: int, opts=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks for `sample` from `folder/<id>.png`, an instance-id map (0: no mask, k > 0: mask k;
+    8 or 16 bit) at the image's size, as a mask generator would write them. Returns (masks
+    [N, H, W] bool, the ground-truth class of each [N]: the majority of its labelled pixels, -1
+    where it covers none)."""
+    import io
+
+    from PIL import Image
+
+    uri = storage.join(folder, f"{sample.id}.png")
+    try:
+        ids = np.asarray(Image.open(io.BytesIO(storage.read_bytes(uri, opts))))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"no masks for image {sample.id}: expected {uri}") from e
+    if ids.ndim != 2 or ids.shape != sample.label.shape:
+        raise ValueError(f"masks {uri} must be a single-channel id map of {sample.label.shape[1]}x"
+                         f"{sample.label.shape[0]} (WxH) like its image; got shape {ids.shape}")
+    values = [v for v in np.unique(ids) if v != 0]
+    masks = torch.from_numpy(ids[None] == np.array(values, dtype=ids.dtype).reshape(-1, 1, 1))
+    truth = []
+    for m in masks.numpy():
+        labelled = sample.label[m & (sample.label != ignore_index)]
+        truth.append(int(np.bincount(labelled).argmax()) if labelled.size else -1)
+    return masks, torch.tensor(truth, dtype=torch.long)
 
 
 def _rows(job: EvalJobConfig, opts) -> tuple[list[dict], dict[str, Any]]:
@@ -237,59 +273,8 @@ def run_evaluate(job: EvalJobConfig, opts: storage.StorageOptions | None = None,
             t[k] += int(r[k])
     results = summarize(job, datasets, totals, time.perf_counter() - t0)
     results["mlflow_run_id"] = run_id
-    _write(results, job, opts, tracking_uri, run_id)
+    write_results(results, job, opts, tracking_uri, run_id)
     return results
-
-
-def summarize(job: EvalJobConfig, datasets: dict, totals: dict, seconds: float) -> dict:
-    """Results as plain data: per benchmark and mode, mIoU / pixel accuracy (%) and IoU per class."""
-    from pipelines.models import parse_source
-
-    out: dict[str, Any] = {"model": parse_source(job.model).label, "task": job.task, "protocol": job.protocol,
-                           "templates": job.templates, "split": job.split, "modes": job.modes,
-                           "seconds": round(seconds, 2), "benchmarks": {}}
-    for (name, mode), t in sorted(totals.items()):
-        cm = ConfusionMatrix(datasets[name].num_classes, datasets[name].ignore_index)
-        cm.matrix = t["cm"]
-        iou = cm.iou().tolist()
-        entry = {"miou": _pct(cm.miou()), "pixel_accuracy": _pct(cm.pixel_accuracy()), "images": t["images"],
-                 "per_class": {c: _pct(v) for c, v in zip(datasets[name].class_names, iou, strict=True)}}
-        if job.task == "masks":
-            entry["mask_accuracy"] = _pct(t["masks_right"] / t["masks"]) if t["masks"] else None
-            entry["masks"] = t["masks"]
-        out["benchmarks"].setdefault(name, {})[mode] = entry
-    return out
-
-
-def _pct(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else round(100.0 * float(x), 2)
-
-
-def format_markdown(results: dict) -> str:
-    """A table of mIoU (%) with one row per mode and one column per benchmark, then IoU per class."""
-    names = list(results["benchmarks"])
-    modes = results["modes"]
-    lines = [f"# Zero-shot evaluation of `{results['model']}`", "",
-             f"task {results['task']}, protocol {results['protocol']}, templates {results['templates']}, "
-             f"split {results['split']}, {results['seconds']} s", "",
-             "| mode | " + " | ".join(f"{n} ({results['benchmarks'][n][modes[0]]['images']} img)" for n in names)
-             + " | mean |", "|---" * (len(names) + 2) + "|"]
-    for mode in modes:
-        vals = [results["benchmarks"][n][mode]["miou"] for n in names]
-        shown = [f"{v:.1f}" if v is not None else "n/a" for v in vals]
-        real = [v for v in vals if v is not None]
-        mean = f"{sum(real) / len(real):.1f}" if real else "n/a"
-        lines.append(f"| {mode} | " + " | ".join(shown) + f" | {mean} |")
-    if results["task"] == "masks":
-        lines += ["", "Mask accuracy (%): " + ", ".join(
-            f"{n}/{m} {results['benchmarks'][n][m]['mask_accuracy']}" for n in names for m in modes)]
-    for n in names:
-        lines += ["", f"## {n}: IoU per class (%)", "", "| class | " + " | ".join(modes) + " |",
-                  "|---" * (len(modes) + 1) + "|"]
-        for c in results["benchmarks"][n][modes[0]]["per_class"]:
-            vals = [results["benchmarks"][n][m]["per_class"][c] for m in modes]
-            lines.append(f"| {c} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in vals) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def _run_id(job: EvalJobConfig, tracking_uri: str | None) -> str | None:
@@ -309,26 +294,6 @@ def _run_id(job: EvalJobConfig, tracking_uri: str | None) -> str | None:
     return job.run_id or src.mlflow_run_id(tracking_uri)
 
 
-def _write(results: dict, job: EvalJobConfig, opts, tracking_uri: str | None, run_id: str | None) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        files = {"results.json": json.dumps(results, indent=2), "results.md": format_markdown(results)}
-        for name, text in files.items():
-            (Path(d) / name).write_text(text)
-            if job.output:
-                storage.write_bytes(storage.join(job.output, name), text.encode(), opts)
-        if run_id:
-            import mlflow
-
-            client = mlflow.MlflowClient(tracking_uri)
-            for name, per_mode in results["benchmarks"].items():
-                for mode, r in per_mode.items():
-                    for metric in ("miou", "pixel_accuracy", "mask_accuracy"):
-                        if r.get(metric) is not None:
-                            client.log_metric(run_id, f"eval.{job.task}.{name}.{mode}.{metric}", r[metric])
-            for name in files:
-                client.log_artifact(run_id, str(Path(d) / name), artifact_path=f"evaluation/{job.task}-{job.protocol}")
-
-
 def add_arguments(p) -> None:
     """The `pixelclip evaluate` arguments."""
     p.add_argument("--model", required=True,
@@ -341,6 +306,8 @@ def add_arguments(p) -> None:
                    help="dense readout: maskclip (default), plain, sclip, clearclip; repeat to compare")
     p.add_argument("--task", choices=["semseg", "masks"], default="semseg",
                    help="semseg: dense segmentation; masks: classify the ground-truth class regions")
+    p.add_argument("--masks", help="with --task masks: folder or s3:// prefix of <id>.png instance-id maps "
+                                   "(0 = none) from a mask generator; default: the ground-truth class regions")
     p.add_argument("--protocol", choices=["whole", "slide"], default="whole")
     p.add_argument("--templates", choices=["ensemble", "single"], default="ensemble")
     p.add_argument("--image-size", type=int, help="square input size (default: the model's)")
@@ -359,7 +326,7 @@ def run_from_args(args) -> None:
 
     classes = {name: read_class_names(uri) for name, uri in parse_benchmarks(args.class_names).items()}
     job = EvalJobConfig(model=args.model, benchmarks=parse_benchmarks(args.benchmark), output=args.output,
-                        class_names=classes,
+                        class_names=classes, masks=args.masks,
                         modes=args.modes or ["maskclip"], task=args.task, protocol=args.protocol,
                         templates=args.templates, image_size=args.image_size, split=args.split, limit=args.limit,
                         batch_size=args.batch_size, concurrency=args.concurrency, run_id=args.run_id).validate()

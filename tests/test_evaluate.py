@@ -135,3 +135,35 @@ def test_cli_on_a_synthscenes_split_with_its_own_class_names(ray_local, tmp_path
     with pytest.raises(SystemExit) as e:  # a root without the layout: exit 2 with the expected paths
         main(["evaluate", "--model", "openclip:pixelclip-tiny-vit", "--benchmark", f"voc-20={tmp_path}"])
     assert e.value.code == 2 and "SegmentationClass" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_mask_classification_with_masks_from_a_file(voc_root, ray_local, tmp_path):
+    from PIL import Image
+
+    root, label = voc_root
+    ids = np.zeros(label.shape, dtype=np.uint16)  # an instance map covering two of the four regions
+    ids[label == 14] = 3  # person
+    ids[label == 4] = 700  # bottle (16-bit ids are fine)
+    masks_dir = tmp_path / "masks"
+    masks_dir.mkdir()
+    Image.fromarray(ids).save(masks_dir / "2011_000003.png")
+
+    class MaskOracle:  # classifies each given mask as the majority truth under it
+        def __init__(self, job, device, opts):
+            self.modes = job.modes
+
+        def classify_masks(self, sample, masks, class_names):
+            truth = [int(np.bincount(sample.label[m.numpy() & (sample.label != 255)]).argmax()) for m in masks]
+            return {m: torch.tensor(truth) for m in self.modes}
+
+    out = run_evaluate(_job(root, task="masks", masks=str(masks_dir)), predictor_factory=MaskOracle)
+    r = out["benchmarks"]["voc-20"]["maskclip"]
+    assert r["masks"] == 2 and r["mask_accuracy"] == 100.0 and r["miou"] == 100.0
+    scored = {c for c, v in r["per_class"].items() if v is not None}
+    assert scored == {"person", "bottle"}  # pixels no mask covers are not scored
+    with pytest.raises(ValueError, match="for task 'masks'"):
+        _job(root, masks=str(masks_dir)).validate()
+    Image.fromarray(ids[:-1]).save(masks_dir / "2011_000003.png")  # wrong size: named in the error
+    with pytest.raises(Exception, match=r"2011_000003\.png must be a single-channel id map"):
+        run_evaluate(_job(root, task="masks", masks=str(masks_dir)), predictor_factory=MaskOracle)
