@@ -6,6 +6,7 @@
     pixelclip prompts draw --model ckpt.safetensors photo1.jpg photo2.jpg -o out/prompts/
     pixelclip prompts map --model models:/pixelclip@champion --classes "cat, dog, sky" [--method tsne] -o map.png
     pixelclip config tiny [--set prompts.num_clusters=32]       # print a resolved configuration
+    pixelclip stack up|down|status [--dir .stack]                 # object store + MLflow + Ray head, 127.0.0.1
     pixelclip store start|stop|status --data .stack/seaweedfs     # the local S3 object store (SeaweedFS)
     pixelclip synth-sa1b s3://data/raw --shards 2 --images 8      # synthetic SA-1B shards
     pixelclip prepare --input s3://data/raw/ --output s3://data/ready/ [--source sa1b|dino|sam] [--sample 0.05]
@@ -262,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # subcommands with their own argument parsers: module (with main(argv)), help
 _PASSTHROUGH = {
+    "stack": ("pipelines.stack", "the local stack: object store, MLflow and a Ray head on 127.0.0.1 (up|down|status)"),
     "tracking": ("pipelines.tracking", "start, stop or report the local MLflow server"),
     "registry": ("pipelines.registry", "list models, move aliases, segment with models:/name@alias"),
     "synth-sa1b": ("pipelines.synth_sa1b", "write synthetic SA-1B shards"),

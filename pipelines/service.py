@@ -76,6 +76,17 @@ def proc_environ(pid: int) -> bytes | None:
         return None
 
 
+def marked_pids(var: str, value: str) -> list[int]:
+    """Live processes whose environment holds `var=value` (a service marks all its processes so)."""
+    needle = f"{var}={value}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        env = proc_environ(int(entry.name))
+        if env and needle in env.split(b"\0") and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def pid_alive(pid: int) -> bool:
     """Alive and not a zombie."""
     try:

@@ -31,7 +31,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipelines.service import LocalService, ServiceError, free_port, pid_alive, port_free, proc_environ
+from pipelines.service import LocalService, ServiceError, free_port, marked_pids, port_free, proc_environ
 from pipelines.storage import StorageError, StorageOptions, check_writable, is_s3, mask
 
 log = logging.getLogger(__name__)
@@ -100,13 +100,7 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
 
 def tracking_pids(data_dir: str | Path) -> list[int]:
     """Live processes started for the server of `data_dir` (launcher, uvicorn, anything they spawned)."""
-    needle = f"{MARK_VAR}={Path(data_dir).expanduser().resolve()}".encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        env = proc_environ(int(entry.name))
-        if env and needle in env.split(b"\0") and pid_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return sorted(found)
+    return marked_pids(MARK_VAR, str(Path(data_dir).expanduser().resolve()))
 
 
 def _masked_uri(uri: str) -> str:

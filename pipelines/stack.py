@@ -1,0 +1,126 @@
+"""The local stack: SeaweedFS (S3), the MLflow server and a Ray head on 127.0.0.1, in one folder.
+
+    pixelclip stack up [--dir .stack] [--num-cpus 4]    # start what is not running; print addresses
+    source .stack/env.sh                                # AWS_*, MLFLOW_TRACKING_URI, RAY_ADDRESS, ...
+    ray job submit --working-dir . -- python -m pipelines.cli train ...
+    pixelclip stack status
+    pixelclip stack down                                # stop all three; no process is left behind
+
+`up` is idempotent: a service already running for the folder is reused, never started twice. The
+object store gets a bucket `data` (MLflow's artifacts live in s3://data/mlflow). The Ray head runs
+with the store's keys and the MLflow address in its environment, so every job and worker it runs
+finds them the way a cluster's nodes find an instance role: nothing secret goes on a command line.
+`env.sh` (0600) holds what a shell needs: the keys, MLFLOW_TRACKING_URI, RAY_ADDRESS (the GCS, for
+ray.init), RAY_API_SERVER_ADDRESS (the job API, for `ray job submit`) and RAY_AUTH_TOKEN_PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipelines.service import ServiceError, write_private
+
+BUCKET = "data"
+
+
+class Stack:
+    """The three services of one stack folder."""
+
+    def __init__(self, root: str | Path = ".stack", num_cpus: int | None = None, num_gpus: int | None = None):
+        from pipelines.objectstore import SeaweedFS
+
+        self.root = Path(root).expanduser().resolve()
+        self.store = SeaweedFS(self.root / "seaweedfs")
+        self.num_cpus, self.num_gpus = num_cpus, num_gpus
+
+    env_file = property(lambda self: self.root / "env.sh")
+
+    def _storage_opts(self):
+        from pipelines import storage
+
+        env = self.store.env()
+        return storage.StorageOptions(endpoint_url=env["AWS_ENDPOINT_URL"], access_key=env["AWS_ACCESS_KEY_ID"],
+                                      secret_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"])
+
+    def tracking(self):
+        from pipelines.tracking import MLflowServer
+
+        return MLflowServer(self.root / "mlflow", artifacts_uri=f"s3://{BUCKET}/mlflow",
+                            storage_opts=self._storage_opts())
+
+    def head(self):
+        from pipelines.ray_head import RayHead
+
+        env = {**self.store.env(), "MLFLOW_TRACKING_URI": self.tracking().tracking_uri}
+        return RayHead(self.root / "ray", num_cpus=self.num_cpus, num_gpus=self.num_gpus, env=env)
+
+    def up(self) -> dict[str, str]:
+        """Start (or reuse) the store, then MLflow, then the Ray head; write env.sh; return the env."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store.start()
+        self.store.create_bucket(BUCKET)
+        self.tracking().start()
+        head = self.head().start()
+        env = {**self.store.env(), "MLFLOW_TRACKING_URI": self.tracking().tracking_uri, **head.client_env()}
+        lines = [f"# the local stack in {self.root}: `source` this file\n"]
+        lines += [f"export {k}={v}\n" for k, v in env.items()]
+        write_private(self.env_file, "".join(lines))
+        return env
+
+    def down(self) -> None:
+        """Stop the Ray head (and its jobs), MLflow, then the store."""
+        from pipelines.ray_head import RayHead
+        from pipelines.tracking import MLflowServer
+
+        RayHead(self.root / "ray").stop()
+        MLflowServer(self.root / "mlflow").stop()
+        self.store.stop()
+        self.env_file.unlink(missing_ok=True)
+
+    def status(self) -> dict[str, dict]:
+        """Whether each service runs, and where."""
+        from pipelines.ray_head import RayHead
+        from pipelines.tracking import MLflowServer
+
+        head = RayHead(self.root / "ray")
+        state, running = head._running_state()
+        return {"object store": self.store.status(), "mlflow": MLflowServer(self.root / "mlflow").status(),
+                "ray head": {"running": running, "pid": state["pid"] if running else None,
+                             "dashboard": head.dashboard_url if running else None,
+                             "address": head.address if running else None}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pixelclip stack up|down|status [--dir .stack] [--num-cpus N] [--num-gpus N]`."""
+    p = argparse.ArgumentParser(prog="pixelclip stack", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--dir", default=".stack", help="the stack's folder (data, logs, pid files, env.sh)")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs of the Ray head (default: the machine's)")
+    p.add_argument("--num-gpus", type=int)
+    args = p.parse_args(argv)
+    stack = Stack(args.dir, args.num_cpus, args.num_gpus)
+    try:
+        if args.action == "up":
+            env = stack.up()
+            print(f"object store  {env['AWS_ENDPOINT_URL']}  (bucket s3://{BUCKET})")
+            print(f"MLflow        {env['MLFLOW_TRACKING_URI']}")
+            print(f"Ray           {env['RAY_API_SERVER_ADDRESS']}  (dashboard and jobs; GCS {env['RAY_ADDRESS']})")
+            print(f"to use it:    source {stack.env_file}")
+        elif args.action == "down":
+            stack.down()
+            print(f"stopped the stack in {stack.root}")
+        else:
+            for name, st in stack.status().items():
+                where = st.get("dashboard") or st.get("tracking_uri") or st.get("endpoint") or ""
+                print(f"{name:13} {'running' if st['running'] else 'stopped'}  {where}")
+    except ServiceError as e:
+        print(f"pixelclip stack {args.action}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The local stack (SeaweedFS, MLflow, a Ray head with token auth) and real `ray job submit` of the
+prepare and train stages against it; `down` leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines import storage
+from pipelines.objectstore import weed_pids
+from pipelines.ray_head import MARK_VAR as RAY_MARK
+from pipelines.service import marked_pids
+from pipelines.stack import Stack, main
+from pipelines.synth_sa1b import write_shards
+from pipelines.tracking import tracking_pids
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _submit(env: dict, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    ray = str(Path(sys.executable).parent / "ray")
+    cmd = [ray, "job", "submit", "--working-dir", str(REPO), "--entrypoint-num-cpus", "0", "--",
+           sys.executable, "-m", "pipelines.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _left(root: Path) -> list[int]:
+    return [*marked_pids(RAY_MARK, str(root / "ray")), *tracking_pids(root / "mlflow"), *weed_pids(root)]
+
+
+def test_stack_runs_submitted_jobs_and_stops_clean(tmp_path, capsys):
+    import mlflow
+
+    root = tmp_path / "stack"
+    stack = Stack(root, num_cpus=4)
+    try:
+        assert main(["up", "--dir", str(root), "--num-cpus", "4"]) == 0
+        out = capsys.readouterr().out
+        assert f"source {root / 'env.sh'}" in out and "MLflow" in out
+        pids = {k: v["pid"] for k, v in stack.status().items()}
+        assert all(pids.values())
+        env = stack.up()  # idempotent: the same processes
+        assert {k: v["pid"] for k, v in stack.status().items()} == pids
+        assert oct((root / "env.sh").stat().st_mode & 0o777) == "0o600"
+        shell = {**os.environ, **env}
+        opts = storage.StorageOptions.from_env(endpoint_url=env["AWS_ENDPOINT_URL"],
+                                               access_key=env["AWS_ACCESS_KEY_ID"],
+                                               secret_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"])
+        write_shards("s3://data/raw", shards=2, images=16, size=(64, 96), masks=10, seed=3, opts=opts)
+
+        done = _submit(shell, "prepare", "--input", "s3://data/raw/", "--output", "s3://data/ready/",
+                       "--short-side", "48", "--min-area", "4", "--max-masks", "8")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert storage.list_files("s3://data/ready/", (".parquet",), opts)
+
+        done = _submit(shell, "train", "--data", "s3://data/ready/", "--storage", "s3://data/runs", "--name",
+                       "job-run", "--preset", "tiny", "--workers", "2", "--set", "optim.steps=6", "--set",
+                       "optim.batch_size=4", "--set", "data.resize_short=64", "--set", "data.crop=48",
+                       "--checkpoint-every", "3", "--log-every", "3", "--register-as", "pixelclip-job")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert storage.list_files("s3://data/runs/job-run/step_00000006/", (".safetensors",), opts)
+        client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])  # the job found MLflow through the head's env
+        run = client.search_runs([client.get_experiment_by_name("pixelclip").experiment_id])[0]
+        assert run.info.status == "FINISHED" and run.data.tags["pixelclip.run"] == "job-run"
+        assert client.get_model_version("pixelclip-job", "1").run_id == run.info.run_id
+
+        # without the token (none in the environment, none in HOME) the submission is refused
+        bare = {k: v for k, v in shell.items() if not k.startswith("RAY_AUTH")}
+        bare.update(HOME=str(tmp_path / "home"), RAY_AUTH_MODE="token")
+        refused = _submit(bare, "config", "tiny", timeout=120)
+        assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
+    finally:
+        assert main(["down", "--dir", str(root)]) == 0
+    assert _left(root) == []
+    assert not any(v["running"] for v in stack.status().values())
