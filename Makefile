@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast demo bench clean
+.PHONY: venv lint test test-fast demo demo-library bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,13 @@ test: lint
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not dist"
 
-# The main job on the embedded default (today: the library demo on CPU).
+# The main job on the embedded default: local stack, SynthScenes, prepare -> train -> register ->
+# evaluate -> segment (pipelines/showcase.py). `make demo-library` is the library alone, no services.
 demo: venv
-	$(PY) -m pipelines.demo --steps 20 --out out/demo
+	$(PY) -m pipelines.showcase --out out/demo
+
+demo-library: venv
+	$(PY) -m pipelines.demo --steps 20 --out out/demo-library
 
 bench: venv
 	$(PY) bench/step_breakdown.py --preset tiny

@@ -211,11 +211,26 @@ def _preset_tiny_convnext() -> dict:
     return d
 
 
+# The project's own small CLIP, pretrained on SynthScenes image-caption pairs (pipelines.synth_pretrain).
+SYNTH_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "pixelclip-synth-vit.safetensors"
+
+
+def _preset_synth() -> dict:
+    """PixelCLIP on SynthScenes (128 px scenes, patch 8), from the project's SynthScenes CLIP."""
+    return {"backbone": {"name": "pixelclip-synth-vit", "pretrained": str(SYNTH_CHECKPOINT), "image_size": 128},
+            "prompts": {"num_clusters": 24, "length": 4},
+            "decoder": {"hidden": 32, "mid": 16, "groups": 4},
+            "cluster": {"epsilon": 0.05},
+            "data": {"mask_size": 64, "resize_short": 144, "crop": 128},
+            "optim": {"steps": 200, "batch_size": 16, "grad_clip": 1.0}}
+
+
 PRESETS = {
     "vit_b16": _preset_vit_b16,
     "convnext_b": _preset_convnext_b,
     "tiny": _preset_tiny,
     "tiny_convnext": _preset_tiny_convnext,
+    "synth": _preset_synth,
 }
 
 

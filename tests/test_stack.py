@@ -78,3 +78,26 @@ def test_stack_runs_submitted_jobs_and_stops_clean(tmp_path, capsys):
         assert main(["down", "--dir", str(root)]) == 0
     assert _left(root) == []
     assert not any(v["running"] for v in stack.status().values())
+
+
+def test_the_demo_runs_the_whole_pipeline(tmp_path):
+    """`make demo` (pipelines.showcase) in a fresh process: stack, data, prepare, train, register,
+    evaluate, segment; short, with the random tiny model."""
+    import json
+
+    root, out = tmp_path / "stack", tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_", "MLFLOW_"))}
+    try:
+        done = subprocess.run([sys.executable, "-m", "pipelines.showcase", "--model", "tiny", "--steps", "6",
+                               "--out", str(out), "--stack-dir", str(root)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert "RANDOM weights" in summary["model"] and "RANDOM weights" in done.stdout
+        assert summary["registered"].startswith("models:/pixelclip-demo@champion")
+        assert 0 <= summary["miou_start"] <= 100 and 0 <= summary["miou_finetuned"] <= 100
+        assert (out / "overlay.png").stat().st_size > 0 and "== where to look" in done.stdout
+        assert set(summary["seconds"]) >= {"prepare", "train", "evaluate the fine-tuned model", "segment"}
+    finally:
+        assert main(["down", "--dir", str(root)]) == 0
+    assert _left(root) == []
