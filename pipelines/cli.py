@@ -196,9 +196,12 @@ def _tune(args) -> None:
     from pipelines.storage import StorageOptions
     from pipelines.train import worker_env
 
-    # the trials read the storage keys from their environment (Tune must not store them)
+    # the trials read the storage keys from their environment (Tune must not store them). A driver
+    # that `ray job submit` started already runs in the job's runtime env, which its trials share
+    # (and Ray refuses a second one that names the same variables).
     env = worker_env(StorageOptions.from_env(), job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
-    ray.init(address=args.address, ignore_reinit_error=True, runtime_env={"env_vars": env})
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    ray.init(address=args.address, ignore_reinit_error=True, runtime_env=None if in_job else {"env_vars": env})
     print(format_summary(run_tune(job), job.metric))
 
 
