@@ -329,20 +329,20 @@ def run_train(job: TrainJobConfig, opts: storage.StorageOptions | None = None) -
     try:
         result = trainer.fit()
     except Exception:
-        _finish_run(config, "FAILED")
+        finish_run(config, "FAILED")
         raise
     opts = opts or storage.StorageOptions.from_env()
     final = latest_checkpoint(config["run_uri"], opts)
     version = None
     if config.get("run_id") and final and not result.error:
-        version = _log_final_model(config, final, job, opts)
-    _finish_run(config, "FAILED" if result.error else "FINISHED")
+        version = log_final_model(config, final, job, opts)
+    finish_run(config, "FAILED" if result.error else "FINISHED")
     return {"metrics": result.metrics, "checkpoint": final, "path": result.path,
             "error": repr(result.error) if result.error else None, "mlflow_run_id": config.get("run_id"),
             "registered_version": version}
 
 
-def _log_final_model(config: dict, checkpoint_uri: str, job: TrainJobConfig, opts) -> str | None:
+def log_final_model(config: dict, checkpoint_uri: str, job: TrainJobConfig, opts) -> str | None:
     """Log the final checkpoint to the run as a pyfunc (+ safetensors + open_clip export); register it."""
     import mlflow
 
@@ -357,7 +357,7 @@ def _log_final_model(config: dict, checkpoint_uri: str, job: TrainJobConfig, opt
     return str(version) if version is not None else None
 
 
-def _finish_run(config: dict, status: str) -> None:
+def finish_run(config: dict, status: str) -> None:
     if config.get("run_id"):
         import mlflow
 

@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipelines import storage
-from pipelines.train import TrainJobConfig, _finish_run, _log_final_model, build_trainer, latest_checkpoint
+from pipelines.train import TrainJobConfig, build_trainer, finish_run
+from pipelines.tune_mlflow import close_children, register_best, sweep_run, trial_closer
 
 _DIST = re.compile(r"^(uniform|loguniform|randint)\(\s*([^,]+?)\s*,\s*([^,]+?)\s*\)$")
 
@@ -170,42 +171,7 @@ def _trial(config: dict, sweep: dict) -> None:
     result = trainer.fit()  # a failure or a stop (ASHA, Ctrl+C) is recorded by `_trial_closer`
     if result.error:
         raise result.error
-    _finish_run(loop, "FINISHED")
-
-
-def _trial_closer(job: TuneJobConfig, parent_run_id: str | None):
-    """A Tune callback (driver side) that closes each trial's MLflow run as the trial ends: Tune
-    stops trials from outside (ASHA, and at the last step), so the trial cannot close it itself."""
-    from ray import tune
-
-    from pixelclip.config import config_from_dict
-
-    steps = config_from_dict(job.model).optim.steps
-
-    class TrialCloser(tune.Callback):
-        def _close(self, trial, status: str | None) -> None:
-            if not parent_run_id:
-                return
-            import mlflow
-
-            client = mlflow.MlflowClient(job.tracking_uri)
-            exp_id = client.get_run(parent_run_id).info.experiment_id
-            runs = client.search_runs([exp_id], filter_string=f"tags.`pixelclip.run` = '{job.name}-{trial.trial_id}'")
-            step = (trial.last_result or {}).get("step")
-            status = status or ("FINISHED" if step == steps else "KILLED")
-            print(f"trial {trial.trial_id}: {status.lower()} at step {step} of {steps}", flush=True)
-            for run in runs:
-                if run.info.status == "RUNNING":
-                    client.set_tag(run.info.run_id, "pixelclip.stopped_early", str(step != steps).lower())
-                    client.set_terminated(run.info.run_id, status)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._close(trial, None)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._close(trial, "FAILED")
-
-    return TrialCloser()
+    finish_run(loop, "FINISHED")
 
 
 def _trial_dirname(trial) -> str:
@@ -257,35 +223,9 @@ def build_tuner(job: TuneJobConfig, opts: storage.StorageOptions | None = None, 
                                     max_concurrent_trials=job.max_concurrent or default_concurrency(job)),
         run_config=tune.RunConfig(name=job.name, storage_path=path, storage_filesystem=fs,
                                   failure_config=tune.FailureConfig(max_failures=job.max_failures), verbose=1,
-                                  callbacks=[_trial_closer(job, parent_run_id)]),
+                                  callbacks=[trial_closer(job, parent_run_id)]),
     )
     return tuner, False
-
-
-def sweep_run(job: TuneJobConfig) -> str | None:
-    """The sweep's parent MLflow run: found by its tag (a resumed sweep logs into it) or created."""
-    if not job.tracking_uri:
-        return None
-    import mlflow
-
-    from pipelines.tracking import check_tracking
-
-    check_tracking(job.tracking_uri)
-    client = mlflow.MlflowClient(job.tracking_uri)
-    exp = client.get_experiment_by_name(job.experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(job.experiment)
-    found = client.search_runs([exp_id], filter_string=f"tags.`pixelclip.sweep_parent` = '{job.name}'",
-                               max_results=1)
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=job.name, tags={"pixelclip.sweep_parent": job.name})
-    params = {"tune.search": json.dumps(job.search), "tune.metric": job.metric, "tune.mode": job.mode,
-              "tune.scheduler": job.scheduler, "tune.num_samples": job.num_samples,
-              "tune.grace_period": job.grace_period, "tune.reduction_factor": job.reduction_factor,
-              "tune.workers": job.workers, "tune.data": job.data}
-    for k, v in params.items():
-        client.log_param(run.info.run_id, k, str(v)[:6000])
-    return run.info.run_id
 
 
 def trial_rows(experiment_path: str, job: TuneJobConfig, opts, results=None) -> list[dict]:
@@ -316,39 +256,6 @@ def best_trial(rows: list[dict], job: TuneJobConfig) -> dict:
         raise RuntimeError(f"sweep {job.name}: no trial reached the last step without error: {rows}")
     pick = min if job.mode == "min" else max
     return pick(done, key=lambda r: r[job.metric])
-
-
-def _close_children(client, parent_run_id: str, rows: list[dict], job: TuneJobConfig) -> dict[str, str]:
-    """Mark child runs of trials that ASHA stopped as KILLED; map trial id -> MLflow run id."""
-    exp_id = client.get_run(parent_run_id).info.experiment_id
-    runs = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-                              max_results=1000)
-    by_trial = {r.data.tags.get("pixelclip.trial"): r for r in runs}
-    for row in rows:
-        run = by_trial.get(row["trial_id"])
-        if run is not None and run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "pixelclip.stopped_early", str(not row["complete"]).lower())
-            client.set_terminated(run.info.run_id, "FINISHED" if row["complete"] else "KILLED")
-    return {t: r.info.run_id for t, r in by_trial.items()}
-
-
-def _register_best(job: TuneJobConfig, best: dict, run_id: str, parent_run_id: str, client, opts) -> str | None:
-    """Log the best trial's final model to its run, register it, point the alias at it (once)."""
-    from pipelines.registry import set_alias
-
-    tags = client.get_run(parent_run_id).data.tags
-    if "pixelclip.registered_version" in tags:  # a resumed, already finished sweep: nothing new
-        return tags["pixelclip.registered_version"]
-    trial_job = job.trial_job(best["config"], best["trial_id"], parent_run_id)
-    trial_job.register_as = job.register_as
-    final = latest_checkpoint(storage.join(trial_job.storage, trial_job.name), opts)
-    if final is None:
-        raise RuntimeError(f"sweep {job.name}: best trial {best['trial_id']} has no checkpoint in storage")
-    version = _log_final_model({"tracking_uri": job.tracking_uri, "run_id": run_id}, final, trial_job, opts)
-    if version is not None:
-        set_alias(job.register_as, job.alias, version, client)
-        client.set_tag(parent_run_id, "pixelclip.registered_version", version)
-    return version
 
 
 def check_keys_from_environment(uri: str, opts: storage.StorageOptions) -> None:
@@ -385,7 +292,7 @@ def run_tune(job: TuneJobConfig, opts: storage.StorageOptions | None = None) -> 
         import mlflow
 
         client = mlflow.MlflowClient(job.tracking_uri)
-        run_ids = _close_children(client, parent, rows, job)
+        run_ids = close_children(client, parent, rows, job)
         for row in rows:
             row["mlflow_run_id"] = run_ids.get(row["trial_id"])
     try:
@@ -399,7 +306,7 @@ def run_tune(job: TuneJobConfig, opts: storage.StorageOptions | None = None) -> 
         client.log_metric(parent, f"best_{job.metric}", float(best[job.metric]))
         client.set_tag(parent, "pixelclip.best_trial", best["trial_id"])
         if job.register_as:
-            out["registered_version"] = _register_best(job, best, run_ids[best["trial_id"]], parent, client, opts)
+            out["registered_version"] = register_best(job, best, run_ids[best["trial_id"]], parent, client, opts)
         client.set_terminated(parent, "FINISHED")
     return out
 
