@@ -109,6 +109,16 @@ class RayHead(LocalService):
             self._proc.poll()
             self._proc = None
 
+    def _forget(self, state: dict | None = None) -> None:
+        """Also drop Ray's "latest cluster" record when it names this head (`ray stop` would), so that a
+        later plain ray.init() starts its own cluster instead of reaching for a stopped one."""
+        super()._forget(state)
+        port = ((state or {}).get("ports") or {}).get("gcs")
+        record = Path("/tmp/ray/ray_current_cluster")
+        with contextlib.suppress(OSError):
+            if port and record.read_text().strip().endswith(f":{port}"):
+                record.unlink()
+
     # -- start ---------------------------------------------------------------------------------------------------
 
     def _choose_ports(self) -> dict[str, int]:

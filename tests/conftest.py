@@ -83,7 +83,7 @@ def ray_local(store):
 
     env = {"AWS_ENDPOINT_URL": store.endpoint_url, "AWS_ACCESS_KEY_ID": store.access_key,
            "AWS_SECRET_ACCESS_KEY": store.secret_key, "AWS_REGION": store.region}
-    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, configure_logging=False,
+    ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": env})  # the object store's keys, as a Ray job gets them
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
