@@ -1,6 +1,6 @@
 """The `pixelclip` command.
 
-    pixelclip demo [--steps 20] [--out out/demo]
+    pixelclip demo [--steps 20] [--out out/demo-library]     # the library demo; `make demo` is the whole product
     pixelclip segment photo.jpg --classes "cat, grass, sky" --model models:/pixelclip@champion -o out.png \
         [--labels labels.png] [--mode maskclip|plain|sclip|clearclip] [--protocol whole|slide] [--device cpu]
     pixelclip prompts draw --model ckpt.safetensors photo1.jpg photo2.jpg -o out/prompts/
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="fine-tune the tiny preset on CPU and segment an image")
     d.add_argument("--steps", type=int, default=20)
-    d.add_argument("--out", type=Path, default=Path("out/demo"))
+    d.add_argument("--out", type=Path, default=Path("out/demo-library"))
     d.add_argument("--preset", default="tiny")
     d.add_argument("--set", dest="overrides", action="append", default=[])
     _add_segment(sub)

@@ -1,6 +1,6 @@
 """The CPU demo: fine-tune the `tiny` preset for a few steps on real photos, then segment one.
 
-    python -m pipelines.demo --steps 20 --out out/demo
+    python -m pipelines.demo --steps 20 --out out/demo-library
 
 Training images are the photos that scikit-image ships; their unlabeled masks are SLIC superpixels
 (standing in for SAM / DINO masks, which need weights that this demo does not assume). The segmented
@@ -101,7 +101,7 @@ def run(steps: int, out: Path, preset: str, overrides: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--out", type=Path, default=Path("out/demo"))
+    p.add_argument("--out", type=Path, default=Path("out/demo-library"))
     p.add_argument("--preset", default="tiny")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="dotted config override")
     args = p.parse_args(argv)
