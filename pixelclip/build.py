@@ -6,6 +6,7 @@ import torch
 
 from .config import Config
 from .model.backbone import DenseEncoder, create_clip, default_trainable, preprocess_stats, set_trainable
+from .model.classes import ClassCentroids, FixedClasses
 from .model.decoder import MaskDecoder
 from .model.momentum import make_teacher
 from .model.prompts import ClassPrompts, TextEncoder
@@ -27,11 +28,18 @@ def build_pixelclip(cfg: Config, device: str | torch.device = "cpu") -> PixelCLI
         student = DenseEncoder(clip.visual, mean, std)
         teacher = DenseEncoder(make_teacher(clip.visual), mean, std)
         text = TextEncoder(clip, tokenizer)
-        p = cfg.prompts
-        prompts = ClassPrompts(text, p.num_clusters, p.length, p.template, seed=p.seed)
+        p, mode = cfg.prompts, cfg.cluster.mode
+        if mode == "prompts":
+            prompts = ClassPrompts(text, p.num_clusters, p.length, p.template, seed=p.seed)
+        elif mode == "centroids":
+            prompts = ClassCentroids(p.num_clusters, student.out_dim, seed=p.seed, device=device)
+        elif mode == "names":
+            prompts = FixedClasses(text, cfg.cluster.class_names, p.template)
+        else:
+            prompts = None
         d = cfg.decoder
         decoder = MaskDecoder(d.hidden, d.mid, d.groups, out_size=cfg.data.mask_size)
     task = PixelCLIP(clip, student, teacher, text, prompts, decoder, epsilon=cfg.cluster.epsilon,
                      sinkhorn_iters=cfg.cluster.sinkhorn_iters, image_size=cfg.backbone.image_size,
-                     mask_size=cfg.data.mask_size, model_name=cfg.backbone.name)
+                     mask_size=cfg.data.mask_size, model_name=cfg.backbone.name, mode=cfg.cluster.mode)
     return task.to(device)

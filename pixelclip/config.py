@@ -60,14 +60,34 @@ class PromptConfig:
                self.template)
 
 
+CLUSTER_MODES = ("prompts", "centroids", "names", "none")
+
+
 @dataclass
 class ClusterConfig:
     epsilon: float = 0.01  # entropy weight of eq. 3: 0.01 for ViT, 1.0 for ConvNeXt
     sinkhorn_iters: int = 3
+    # What the masks are grouped onto (the paper's Table 3a/3d ablations; "prompts" is the method):
+    #   prompts    learnable class prompts through the frozen text encoder, Sinkhorn assignment;
+    #   centroids  K learnable vectors in CLIP's joint space, no text encoder ("w/o CLIP text encoder");
+    #   names      the fixed `class_names` through the text encoder, argmax assignment, no Sinkhorn
+    #              ("w/o class prompts", Table 3d); K is the number of names;
+    #   none       no clustering: each mask is its own target, predicted from its own pooled feature
+    #              ("w/o semantic clustering").
+    # The fourth ablation of Table 3a, "w/o momentum encoder", is momentum.gamma=0.
+    mode: str = "prompts"
+    class_names: list[str] = field(default_factory=list)  # mode "names" only
 
     def validate(self, p: str) -> None:
         _check(self.epsilon > 0, f"{p}.epsilon", "must be > 0", self.epsilon)
         _check(self.sinkhorn_iters >= 1, f"{p}.sinkhorn_iters", "must be >= 1", self.sinkhorn_iters)
+        _check(self.mode in CLUSTER_MODES, f"{p}.mode", f"must be one of {', '.join(CLUSTER_MODES)}", self.mode)
+        if self.mode == "names":
+            _check(len(self.class_names) >= 2 and all(n.strip() for n in self.class_names), f"{p}.class_names",
+                   "must hold at least 2 non-empty names when cluster.mode is 'names'", self.class_names)
+        else:
+            _check(not self.class_names, f"{p}.class_names", "is only used with cluster.mode 'names'",
+                   self.class_names)
 
 
 @dataclass
@@ -168,6 +188,11 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def num_classes(self) -> int:
+        """K: the classes the masks are grouped onto (`prompts.num_clusters`, or the fixed names)."""
+        return len(self.cluster.class_names) if self.cluster.mode == "names" else self.prompts.num_clusters
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

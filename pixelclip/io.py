@@ -3,7 +3,9 @@
 A checkpoint is one `.safetensors` file, self-contained:
     clip.*        the open_clip model with the student image tower (text tower frozen, as loaded)
     teacher.*     the momentum image tower
-    prompts.tokens, decoder.*
+    prompts.*     the learnable classes: prompts.tokens (cluster.mode "prompts") or prompts.centroids
+                  ("centroids"); nothing for "names" (rebuilt from the config) and "none"
+    decoder.*
     optim.<i>.<k> AdamW state tensors;  sched/optim hyper-parameters, step, config: JSON metadata
 Loading never unpickles anything: safetensors holds tensors, the metadata holds JSON.
 """
@@ -28,7 +30,9 @@ def _module_tensors(task: PixelCLIP) -> dict[str, torch.Tensor]:
     for prefix, module in (("clip", task.clip), ("teacher", task.teacher.visual), ("decoder", task.decoder)):
         for k, v in module.state_dict().items():
             out[f"{prefix}.{k}"] = v
-    out["prompts.tokens"] = task.prompts.tokens
+    if task.prompts is not None:
+        for k, v in task.prompts.state_dict().items():
+            out[f"prompts.{k}"] = v
     return out
 
 
@@ -98,18 +102,28 @@ def _load_prefixed(module: torch.nn.Module, tensors: dict, prefix: str, path) ->
                          f"unexpected {unexpected[:3]}); was it written for another configuration?")
 
 
+def _load_classes(task: PixelCLIP, tensors: dict, path) -> None:
+    """The learnable classes (`prompts.*`), with shape errors that name the config fields."""
+    own = task.prompts.state_dict() if task.prompts is not None else {}
+    stored = {k[len("prompts."):]: v for k, v in tensors.items() if k.startswith("prompts.")}
+    if set(own) != set(stored):
+        raise ValueError(f"{path}: holds learnable classes {sorted(stored) or 'none'}, the model has "
+                         f"{sorted(own) or 'none'}: was it trained with another cluster.mode?")
+    for k, v in stored.items():
+        if v.shape != own[k].shape:
+            raise ValueError(f"{path}: prompts.{k} is {tuple(v.shape)}, the model has {tuple(own[k].shape)} "
+                             "(prompts.num_clusters / prompts.length)")
+    if own:
+        task.prompts.load_state_dict(stored)
+
+
 def load_checkpoint(path: str | Path, task: PixelCLIP, optimizer=None, scheduler=None) -> dict:
     """Restore `task` (and optimiser / scheduler when given) from `path`. Returns the metadata."""
     tensors, meta = read_checkpoint(path)
     _load_prefixed(task.clip, tensors, "clip", path)
     _load_prefixed(task.teacher.visual, tensors, "teacher", path)
     _load_prefixed(task.decoder, tensors, "decoder", path)
-    tokens = tensors["prompts.tokens"]
-    if tokens.shape != task.prompts.tokens.shape:
-        raise ValueError(f"{path}: prompts.tokens is {tuple(tokens.shape)}, the model has "
-                         f"{tuple(task.prompts.tokens.shape)} (prompts.num_clusters / prompts.length)")
-    with torch.no_grad():
-        task.prompts.tokens.copy_(tokens)
+    _load_classes(task, tensors, path)
     if optimizer is not None:
         if "optimizer" not in meta:
             raise ValueError(f"{path} holds no optimiser state")

@@ -8,6 +8,11 @@ One step (Fig. 3 of the paper, details from the reference notes):
 4. student(strong view) -> features; cos with the K class features -> decoder -> logits [B, K, M, M];
 5. per-pixel binary cross-entropy, averaged over pixels covered by at least one mask (and not cut out).
 The forward has no side effects: the EMA update and the optimiser live in `pixelclip.train`.
+
+`mode` (config `cluster.mode`) selects the paper's ablations: "centroids" groups masks onto learnable
+vectors instead of prompts through the text encoder; "names" onto fixed class names, by argmax;
+"none" skips clustering: the student's map is compared with each mask's own teacher feature and each
+mask is its own target.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from torch import nn
 from .model.backbone import DenseEncoder
 from .model.cluster import cluster_usage, mask_pool, merged_targets, sinkhorn
 from .model.decoder import MaskDecoder
-from .model.prompts import ClassPrompts, TextEncoder
+from .model.prompts import TextEncoder
 
 
 @dataclass
@@ -66,16 +71,20 @@ class PixelCLIP(nn.Module):
     Args:
         clip: the open_clip model; its `visual` is the student's tower, its text tower stays frozen.
         student, teacher: `DenseEncoder`s over `clip.visual` and over a frozen copy of it.
-        text: the frozen `TextEncoder` of `clip`.  prompts: the learnable `ClassPrompts`.
+        text: the frozen `TextEncoder` of `clip`.  prompts: what masks are grouped onto: the
+            learnable `ClassPrompts`, or (ablations) `ClassCentroids`, `FixedClasses`, None for mode "none".
         decoder: the training-only `MaskDecoder`.
         epsilon: Sinkhorn entropy weight.  sinkhorn_iters: iterations.
         image_size: input resolution.  mask_size: target resolution.  model_name: open_clip name.
+        mode: `cluster.mode` ("prompts", "centroids", "names", "none").
     """
 
     def __init__(self, clip: nn.Module, student: DenseEncoder, teacher: DenseEncoder, text: TextEncoder,
-                 prompts: ClassPrompts, decoder: MaskDecoder, epsilon: float, sinkhorn_iters: int,
-                 image_size: int, mask_size: int, model_name: str = ""):
+                 prompts: nn.Module | None, decoder: MaskDecoder, epsilon: float, sinkhorn_iters: int,
+                 image_size: int, mask_size: int, model_name: str = "", mode: str = "prompts"):
         super().__init__()
+        if (prompts is None) != (mode == "none"):
+            raise ValueError(f"cluster mode {mode!r} {'takes no' if mode == 'none' else 'needs a'} class module")
         self.clip = clip
         self.student = student
         self.teacher = teacher
@@ -87,6 +96,7 @@ class PixelCLIP(nn.Module):
         self.image_size = int(image_size)
         self.mask_size = int(mask_size)
         self.model_name = model_name  # open_clip configuration name, for export
+        self.mode = mode
 
     def train(self, mode: bool = True) -> PixelCLIP:
         super().train(mode)
@@ -94,7 +104,10 @@ class PixelCLIP(nn.Module):
         return self
 
     def class_features(self) -> torch.Tensor:
-        """The K learned class features [K, D], L2-normalised."""
+        """The K class features [K, D] (learned prompts, centroids or fixed names), L2-normalised."""
+        if self.prompts is None:
+            raise ValueError("this model was trained without semantic clustering (cluster.mode 'none'): "
+                             "it has no class features")
         return F.normalize(self.prompts(self.text).float(), dim=-1)
 
     @torch.no_grad()
@@ -105,7 +118,8 @@ class PixelCLIP(nn.Module):
         pooled, area = mask_pool(feats, masks)  # [B, N, D], [B, N]
         valid = area > 1  # masks of at most one pixel are dropped
         logits = F.normalize(pooled[valid], dim=-1) @ class_feats.T / self.epsilon  # [M, K]
-        q = sinkhorn(logits, self.sinkhorn_iters)  # [M, K]
+        # fixed class names already mean something: no online clustering (Table 3d), else Sinkhorn
+        q = torch.softmax(logits, dim=1) if self.mode == "names" else sinkhorn(logits, self.sinkhorn_iters)
         assign = torch.full(valid.shape, -1, dtype=torch.long, device=masks.device)
         assign[valid] = q.argmax(dim=1)
         return assign, q
@@ -119,6 +133,8 @@ class PixelCLIP(nn.Module):
         CutOut removed pixels from the targets.
         """
         check_batch(weak, strong, masks, keep, self.mask_size)
+        if self.mode == "none":
+            return self._per_mask_step(weak, strong, masks, keep)
         class_feats = self.class_features()  # [K, D]
         K = class_feats.shape[0]
         assign, _ = self.assign_masks(weak, masks, class_feats.detach())
@@ -141,6 +157,27 @@ class PixelCLIP(nn.Module):
             "cluster_entropy": entropy,
             "covered_fraction": float(covered.float().mean()),
         }
+        return StepOutput(loss=loss, assign=assign, metrics=metrics)
+
+    def _per_mask_step(self, weak, strong, masks, keep) -> StepOutput:
+        """Without semantic clustering: the decoder predicts every mask from the cosine map between
+        the student's features and that mask's pooled teacher feature; each mask is its own target."""
+        with torch.no_grad():
+            pooled, area = mask_pool(self.teacher(weak).float(), masks)  # [B, N, D], [B, N]
+            valid = area > 1  # [B, N]
+            mask_feats = F.normalize(pooled, dim=-1)
+            targets = masks.float() * valid[..., None, None]  # [B, N, M, M]
+            covered = targets.amax(dim=1) > 0  # [B, M, M]
+            if keep is not None:
+                covered &= keep
+        feats = F.normalize(self.student(strong).float(), dim=1)  # [B, D, h, w]
+        cos = torch.einsum("bdhw,bnd->bnhw", feats, mask_feats)  # [B, N, h, w]
+        logits = self.decoder(cos).float()  # [B, N, M, M]
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        weight = covered.unsqueeze(1).to(bce.dtype) * valid[..., None, None].to(bce.dtype)  # [B, N, M, M]
+        loss = (bce * weight).sum() / weight.sum().clamp(min=1.0)
+        assign = torch.where(valid, torch.arange(masks.shape[1], device=masks.device).expand_as(valid), -1)
+        metrics = {"masks": float(valid.sum()), "covered_fraction": float(covered.float().mean())}
         return StepOutput(loss=loss, assign=assign, metrics=metrics)
 
     training_step = forward

@@ -44,7 +44,8 @@ def param_groups(task: PixelCLIP, cfg: Config) -> list[dict]:
         plain = [p for n, p in module.named_parameters() if p.requires_grad and n in no_wd]
         groups.append({"name": f"{tag}", "params": decay, "lr": lr, "weight_decay": o.weight_decay})
         groups.append({"name": f"{tag}_no_wd", "params": plain, "lr": lr, "weight_decay": 0.0})
-    groups.append({"name": "prompts", "params": [task.prompts.tokens], "lr": o.lr_prompts, "weight_decay": 0.0})
+    learnable = [p for p in task.prompts.parameters() if p.requires_grad] if task.prompts is not None else []
+    groups.append({"name": "prompts", "params": learnable, "lr": o.lr_prompts, "weight_decay": 0.0})
     return [g for g in groups if g["params"]]
 
 
