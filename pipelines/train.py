@@ -51,6 +51,7 @@ class TrainJobConfig:
     register_as: str | None = None  # register the final model under this name in the MLflow registry
     parent_run_id: str | None = None  # MLflow parent run (a sweep's); the run becomes its child
     tags: dict = field(default_factory=dict)  # extra MLflow tags of the run
+    validation: dict | None = None  # zero-shot mIoU while training: pipelines.validation.ValidationConfig fields
 
     def validate(self) -> TrainJobConfig:
         from pixelclip.config import config_from_dict
@@ -66,6 +67,15 @@ class TrainJobConfig:
                 raise ValueError(f"train.{n} must be >= 1, got {getattr(self, n)}")
         if not self.name or "/" in self.name:
             raise ValueError(f"train.name must be a non-empty name without '/', got {self.name!r}")
+        if self.validation is not None:
+            from pipelines.validation import ValidationConfig
+
+            if not isinstance(self.validation, dict):
+                raise ValueError(f"train.validation must be a mapping, got {self.validation!r}")
+            try:
+                ValidationConfig(**self.validation).validate()
+            except TypeError as e:
+                raise ValueError(f"train.validation: {e}") from None
         return self
 
 
@@ -163,16 +173,23 @@ class _Progress:
             self.step0, self.t0 = step, time.perf_counter()
         done = step - self.step0
         left = (time.perf_counter() - self.t0) / done * (self.total - step) if done > 0 else float("nan")
+        val = f"  val mIoU {m['val_miou']:.1f}" if "val_miou" in m else ""
         print(f"step {step}/{self.total}  loss {m.get('loss', float('nan')):.4f}  "
-              f"{m.get('images_per_s', 0.0):.1f} img/s  clusters {m.get('clusters_used', 0):.0f}  "
+              f"{m.get('images_per_s', 0.0):.1f} img/s  clusters {m.get('clusters_used', 0):.0f}{val}  "
               f"time left {left / 60:.1f} min", flush=True)
         if self.client is not None:
-            from mlflow.entities import Metric
+            self.log(step, m)
 
-            now = int(time.time() * 1000)
-            metrics = [Metric(k.replace("/", "_"), float(v), now, step) for k, v in m.items()
-                       if isinstance(v, int | float) and k != "step"]
-            self.client.log_batch(self.run_id, metrics=metrics)
+    def log(self, step: int, m: dict) -> None:
+        """Numeric metrics to the MLflow run at `step` (a validation only at the step it was measured)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        stale = m.get("val_step", step) != step
+        metrics = [Metric(k.replace("/", "_"), float(v), now, step) for k, v in m.items()
+                   if isinstance(v, int | float) and k not in ("step", "val_step")
+                   and not (stale and k.startswith("val_"))]
+        self.client.log_batch(self.run_id, metrics=metrics)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -201,8 +218,19 @@ def train_loop_per_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     per_worker = cfg.optim.batch_size // world
     progress = _Progress(config.get("run_id"), config.get("tracking_uri"), cfg.optim.steps) if rank == 0 else None
+    val_cfg = config.get("validation")
+    validator, last_val = None, {}
+    if val_cfg and rank == 0:
+        from pipelines.validation import ValidationConfig, Validator
+
+        validator = Validator(ValidationConfig(**val_cfg))
+        last_val = {**validator(task), "val_step": step}  # the starting point (or the resumed one)
+        print(f"validation at step {step}: mIoU {last_val['val_miou']:.2f} on {len(validator)} images "
+              f"({last_val['val_seconds']:.1f} s)", flush=True)
+        if progress is not None and progress.client is not None:
+            progress.log(step, last_val)
     total, t_last, n_last, waited, losses = cfg.optim.steps, time.perf_counter(), 0, 0.0, []
-    baseline = uninformed_loss(cfg.prompts.num_clusters)
+    baseline = uninformed_loss(cfg.num_classes)
     while step < total:
         got_batch, t_ask = False, time.perf_counter()
         for batch in iter_batches(shard, per_worker, device):
@@ -214,7 +242,11 @@ def train_loop_per_worker(config: dict) -> None:
             if math.isfinite(m["loss"]):
                 losses.append(m["loss"])
             due_log, due_ckpt = step % config["log_every"] == 0, step % config["checkpoint_every"] == 0
-            if due_log or due_ckpt or step == total:
+            due_val = bool(val_cfg) and (step % val_cfg.get("every", 100) == 0 or step == total)
+            if due_log or due_ckpt or due_val or step == total:
+                if validator is not None and due_val:
+                    last_val = {**validator(task), "val_step": step}
+                m.update(last_val)  # the latest validation rides along in every report (Tune needs the metric)
                 now = time.perf_counter()
                 m.update(step=step, images_per_s=n_last * cfg.optim.batch_size / max(now - t_last, 1e-9),
                          data_wait_fraction=waited / max(now - t_last, 1e-9), skipped_total=trainer.skipped,
@@ -258,6 +290,7 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
     loop_config = {"model": job.model, "data": job.data, "run_uri": storage.join(job.storage, job.name),
                    "log_every": job.log_every,
                    "checkpoint_every": job.checkpoint_every, "tracking_uri": tracking_uri,
+                   "validation": job.validation,
                    "run_id": mlflow_run(job, tracking_uri)}
     return TorchTrainer(
         train_loop_per_worker,

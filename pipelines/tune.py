@@ -17,7 +17,8 @@ complete trial's model is logged to its run and registered, and `alias` points a
 
 The default metric `loss_rel` is label-free: the training loss divided by that of a predictor that
 knows only that one of K clusters is right, so runs with different K compare. It is a proxy; a
-labelled validation metric is what the paper selects K by.
+labelled validation metric is what the paper selects K by: with `--validate` every trial measures
+zero-shot mIoU on a labelled split while it trains, and `--metric val_miou --mode max` selects by it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pipelines import storage
 from pipelines.train import TrainJobConfig, build_trainer, finish_run
 from pipelines.tune_mlflow import close_children, register_best, sweep_run, trial_closer
 
+VARIANT = "variant"  # the search-space key of the named variants
 _DIST = re.compile(r"^(uniform|loguniform|randint)\(\s*([^,]+?)\s*,\s*([^,]+?)\s*\)$")
 
 
@@ -60,15 +62,28 @@ class TuneJobConfig:
     experiment: str = "pixelclip"
     register_as: str | None = None  # register the best trial's model under this name
     alias: str = "candidate"  # ...and point this alias at it
+    validation: dict | None = None  # zero-shot mIoU while training (pipelines.validation): metric val_miou
+    variants: dict = field(default_factory=dict)  # name -> ["section.field=value", ...]: a grid over named
+    #   configurations (an ablation table), crossed with `search`
 
     def validate(self) -> TuneJobConfig:
         from pixelclip.config import config_from_dict
 
         if not self.name or "/" in self.name:
             raise ValueError(f"tune.name must be a non-empty name without '/', got {self.name!r}")
-        if not self.search:
+        if not self.search and not self.variants:
             raise ValueError("tune.search is empty: give at least one field to search, "
-                             "e.g. prompts.num_clusters=16,32,64")
+                             "e.g. prompts.num_clusters=16,32,64 (or named variants)")
+        if VARIANT in self.search:
+            raise ValueError(f"tune.search: {VARIANT!r} is the name of the variants' grid; give variants instead")
+        for name, items in self.variants.items():
+            if not name or not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ValueError(f"tune.variants.{name}: expected a list of 'section.field=value' overrides, "
+                                 f"got {items!r}")
+            try:
+                config_from_dict(_variant_model(self.model, items))
+            except ValueError as e:
+                raise ValueError(f"tune.variants.{name}: {e}") from None
         if self.mode not in ("min", "max"):
             raise ValueError(f"tune.mode must be 'min' or 'max', got {self.mode!r}")
         if self.scheduler not in ("asha", "fifo"):
@@ -91,15 +106,23 @@ class TuneJobConfig:
     def trial_job(self, overrides: dict, trial_id: str = "check", parent_run_id: str | None = None
                   ) -> TrainJobConfig:
         """The training job of one trial: the base model with the trial's values."""
-        model = self.model
+        overrides = dict(overrides)
+        variant = overrides.pop(VARIANT, None)
+        model = _variant_model(self.model, self.variants.get(variant, []))
         for key, value in overrides.items():
             model = _with(model, key, value)
+        from pixelclip.config import config_from_dict
+
+        model = config_from_dict(model).to_dict()  # typed values ("1e-3" from YAML is a float here)
+        tags = {"pixelclip.sweep": self.name, "pixelclip.trial": trial_id}
+        if variant is not None:
+            tags["pixelclip.variant"] = variant
         return TrainJobConfig(
             data=self.data, storage=storage.join(self.storage, self.name, "runs"), name=f"{self.name}-{trial_id}",
             model=model, workers=self.workers, cpus_per_worker=self.cpus_per_worker, use_gpu=self.use_gpu,
             checkpoint_every=self.checkpoint_every, log_every=self.log_every, seed=self.seed,
             tracking_uri=self.tracking_uri, experiment=self.experiment, parent_run_id=parent_run_id,
-            tags={"pixelclip.sweep": self.name, "pixelclip.trial": trial_id}).validate()
+            tags=tags, validation=self.validation).validate()
 
 
 def parse_search(items: list[str]) -> dict:
@@ -130,6 +153,23 @@ def _with(model: dict, key: str, value: Any) -> dict:
     return _merge(model, nested)
 
 
+def _variant_model(model: dict, items: list[str]) -> dict:
+    """`model` with a variant's `section.field=value` overrides."""
+    from pixelclip.config import _merge, parse_override
+
+    for item in items:
+        model = _merge(model, parse_override(item))
+    return model
+
+
+def parse_variant(item: str) -> tuple[str, list[str]]:
+    """`"no-momentum: momentum.gamma=0; cluster.epsilon=0.1"` -> ("no-momentum", [overrides])."""
+    name, sep, rest = item.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"--variant {item!r} must look like NAME: section.field=value; section.field=value")
+    return name.strip(), [o.strip() for o in rest.split(";") if o.strip()]
+
+
 def _candidates(key: str, values: Any) -> list:
     """Values to check a search entry with: the list itself, or a distribution's two bounds."""
     if isinstance(values, list):
@@ -144,11 +184,12 @@ def _candidates(key: str, values: Any) -> list:
     return [int(lo), int(hi) - 1] if m.group(1) == "randint" else [lo, hi]
 
 
-def param_space(search: dict) -> dict:
-    """Tune's search space: grids for lists, Tune distributions for `uniform(a,b)` and the like."""
+def param_space(search: dict, variants: dict | None = None) -> dict:
+    """Tune's search space: grids for lists, Tune distributions for `uniform(a,b)` and the like, and a
+    grid over the names of `variants`."""
     from ray import tune
 
-    space = {}
+    space = {VARIANT: tune.grid_search(list(variants))} if variants else {}
     for key, values in search.items():
         if isinstance(values, list):
             space[key] = tune.grid_search(values)
@@ -214,10 +255,10 @@ def build_tuner(job: TuneJobConfig, opts: storage.StorageOptions | None = None, 
     experiment = f"{path.rstrip('/')}/{job.name}"
     if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
-                                  param_space=param_space(job.search), storage_filesystem=fs), True
+                                  param_space=param_space(job.search, job.variants), storage_filesystem=fs), True
     tuner = tune.Tuner(
         trainable,
-        param_space=param_space(job.search),
+        param_space=param_space(job.search, job.variants),
         tune_config=tune.TuneConfig(metric=job.metric, mode=job.mode, scheduler=_scheduler(job, steps),
                                     num_samples=job.num_samples, trial_dirname_creator=_trial_dirname,
                                     max_concurrent_trials=job.max_concurrent or default_concurrency(job)),
@@ -243,7 +284,8 @@ def trial_rows(experiment_path: str, job: TuneJobConfig, opts, results=None) -> 
     for t in ExperimentAnalysis(experiment_path, storage_filesystem=fs).trials:
         m = t.last_result or {}
         error = errors.get(t.trial_id) or (f"trial failed, see {t.path}" if t.status == "ERROR" else None)
-        rows.append({"trial_id": t.trial_id, "config": {k: t.config.get(k) for k in job.search},
+        keys = [*([VARIANT] if job.variants else []), *job.search]
+        rows.append({"trial_id": t.trial_id, "config": {k: t.config.get(k) for k in keys},
                      "step": m.get("step"), job.metric: m.get(job.metric), "complete": m.get("step") == steps,
                      "status": t.status, "error": repr(error) if isinstance(error, Exception) else error})
     return rows

@@ -26,7 +26,8 @@ def sweep_run(job) -> str | None:
     if found:
         return found[0].info.run_id
     run = client.create_run(exp_id, run_name=job.name, tags={"pixelclip.sweep_parent": job.name})
-    params = {"tune.search": json.dumps(job.search), "tune.metric": job.metric, "tune.mode": job.mode,
+    params = {"tune.search": json.dumps(job.search), "tune.variants": json.dumps(job.variants)[:6000],
+              "tune.metric": job.metric, "tune.mode": job.mode,
               "tune.scheduler": job.scheduler, "tune.num_samples": job.num_samples,
               "tune.grace_period": job.grace_period, "tune.reduction_factor": job.reduction_factor,
               "tune.workers": job.workers, "tune.data": job.data}
