@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast demo demo-library bench clean
+.PHONY: venv lint test test-fast demo demo-library bench synth-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo-library: venv
 
 bench: venv
 	$(PY) bench/step_breakdown.py --preset tiny
+
+# The SynthScenes benchmark: PixelCLIP vs its ablations through the real stages; writes
+# bench/synthscenes/REPORT.md (under an hour on 2 CPU cores). `--fast` is the minutes-long check.
+synth-bench: venv
+	$(PY) -m pipelines.synth_bench --out bench/synthscenes
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

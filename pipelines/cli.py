@@ -16,6 +16,7 @@
     pixelclip evaluate --model models:/pixelclip@champion --benchmark voc-20=/data/datasets --output out/eval \
         [--mode maskclip --mode sclip] [--task masks] [--protocol slide]
     pixelclip synth-scenes out/synth --train-shards 4 --images-per-shard 64 --eval 64 --masks oversegmented
+    pixelclip synth-bench [--fast] --out bench/synthscenes   # PixelCLIP vs its ablations on SynthScenes: REPORT.md
     pixelclip tracking start|stop|status --data .stack/mlflow [--artifacts s3://mlflow/artifacts]
     pixelclip registry list | alias NAME ALIAS VERSION
     pixelclip registry segment models:/pixelclip@champion photo.jpg --classes "cat, sky" -o seg.png
@@ -153,9 +154,21 @@ def _train(args) -> None:
     job = TrainJobConfig(data=args.data, storage=args.storage, name=args.name, model=cfg.to_dict(),
                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                         max_failures=args.max_failures, register_as=args.register_as).validate()
+                         max_failures=args.max_failures, register_as=args.register_as,
+                         validation=_validation(args)).validate()
     ray.init(address=args.address, ignore_reinit_error=True)
     print(summary_json(run_train(job)))
+
+
+def _validation(args) -> dict | None:
+    """`--validate NAME=ROOT` (+ every / limit / class names) -> TrainJobConfig.validation."""
+    if not args.validate:
+        return None
+    from pipelines.evaluate import parse_benchmarks
+
+    ((name, root),) = parse_benchmarks([args.validate]).items()
+    return {"benchmark": name, "root": root, "every": args.validate_every, "limit": args.validate_limit,
+            "class_names": args.validate_class_names, "split": args.validate_split}
 
 
 def _add_training_args(p, what: str) -> None:
@@ -169,6 +182,12 @@ def _add_training_args(p, what: str) -> None:
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)
+    v = p.add_argument_group("validation while training (zero-shot mIoU, metric val_miou)")
+    v.add_argument("--validate", metavar="NAME=ROOT", help="a labelled benchmark split, e.g. ade20k-150=s3://data/ade")
+    v.add_argument("--validate-every", type=int, default=100, help="steps between validations")
+    v.add_argument("--validate-limit", type=int, default=64, help="the first N images of the split")
+    v.add_argument("--validate-class-names", help="a file (one class per line) with the split's own classes")
+    v.add_argument("--validate-split", default="val")
 
 
 def _add_train(sub) -> None:
@@ -182,17 +201,18 @@ def _add_train(sub) -> None:
 def _tune(args) -> None:
     import ray
 
-    from pipelines.tune import TuneJobConfig, format_summary, parse_search, run_tune
+    from pipelines.tune import TuneJobConfig, format_summary, parse_search, parse_variant, run_tune
     from pixelclip.config import load_config
 
     cfg = load_config(args.preset, args.overrides)
     job = TuneJobConfig(data=args.data, storage=args.storage, name=args.name, model=cfg.to_dict(),
-                        search=parse_search(args.search), num_samples=args.num_samples, metric=args.metric,
+                        search=parse_search(args.search), variants=dict(map(parse_variant, args.variant)),
+                        num_samples=args.num_samples, metric=args.metric,
                         mode=args.mode, scheduler=args.scheduler, grace_period=args.grace_period,
                         reduction_factor=args.reduction_factor, max_concurrent=args.max_concurrent,
                         workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                        register_as=args.register_as, alias=args.alias)
+                        register_as=args.register_as, alias=args.alias, validation=_validation(args))
     from pipelines.storage import StorageOptions
     from pipelines.train import worker_env
 
@@ -208,8 +228,10 @@ def _tune(args) -> None:
 def _add_tune(sub) -> None:
     p = sub.add_parser("tune", help="sweep K, l (any config field) with Ray Tune + ASHA over the train stage")
     _add_training_args(p, "sweep")
-    p.add_argument("--search", action="append", required=True,
+    p.add_argument("--search", action="append", default=[],
                    help="field=a,b,c (grid) or field=uniform(a,b) | loguniform(a,b) | randint(a,b); repeatable")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME: field=value; field=value",
+                   help="a named configuration; the variants form a grid crossed with --search; repeatable")
     p.add_argument("--num-samples", type=int, default=1, help="draws of the distributions / grid repeats")
     p.add_argument("--metric", default="loss_rel", help="reported metric to select by (default: loss_rel)")
     p.add_argument("--mode", choices=["min", "max"], default="min")
@@ -271,6 +293,7 @@ _PASSTHROUGH = {
     "registry": ("pipelines.registry", "list models, move aliases, segment with models:/name@alias"),
     "synth-sa1b": ("pipelines.synth_sa1b", "write synthetic SA-1B shards"),
     "synth-scenes": ("pipelines.synth_scenes", "write SynthScenes: SA-1B tars with captions, a labelled split"),
+    "synth-bench": ("pipelines.synth_bench", "the SynthScenes benchmark: PixelCLIP vs its ablations, report"),
 }
 
 

@@ -1,0 +1,525 @@
+"""SynthScenes benchmark: the paper's central claims, in miniature, through the real stages.
+
+    python -m pipelines.synth_bench --out bench/synthscenes          # the checked-in report (< 1 h, 2 cores)
+    python -m pipelines.synth_bench --fast --out /tmp/synthbench     # the pipeline end to end in minutes
+    pixelclip synth-bench ...                                        # the same
+
+On the local stack (`pipelines.stack`, started if needed):
+1. SynthScenes in the real formats: SA-1B tars of training scenes with over-segmented unlabeled masks
+   (as SAM's), a labelled evaluation split and a separate labelled development split (ADE20K layout);
+2. `prepare` (Ray Data) -> training-ready shards;
+3. the starting CLIP (the project's SynthScenes CLIP, MaskCLIP readout) through `evaluate`: the baseline;
+4. `tune` (Ray Tune over Ray Train), sweep "components": PixelCLIP and the ablations of the paper's
+   Table 3a (without semantic clustering, without the CLIP text encoder, with fixed class names instead
+   of class prompts, without the momentum encoder), each with several seeds; every trial measures
+   zero-shot mIoU on the evaluation split while it trains (`pipelines.validation`);
+5. `tune`, sweep "clusters": PixelCLIP with other numbers of clusters K (Table 3b), same seeds;
+6. the report: REPORT.md (tables, the paper's claims checked one by one), results.json, curves.png
+   (mIoU during training) and segmentations.png (held-out scenes before and after), in --out.
+
+The testbed's settings (`TESTBED`) were fixed before the ablations ran; `--lr-pilot` is how the one
+setting chosen by measurement was chosen (on the development split, never on the evaluation split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from pipelines import storage
+
+DATA = "s3://data/synthbench"
+BENCH = "ade20k-150"  # the layout the splits are written in
+
+# The testbed, fixed before any ablation ran (REPORT.md says how each value was chosen).
+TESTBED = {
+    "scene_px": 128, "masks": "oversegmented", "train_shards": 8, "images_per_shard": 64,
+    "eval_images": 64, "eval_seed": 1, "dev_images": 48, "dev_seed": 2,
+    "steps": 120, "batch_size": 8, "validate_every": 30, "seeds": [0, 1, 2], "clusters": [6, 96],
+    "cluster_seeds": [0],
+    "lr_scale": 50.0,  # x the reference rates (encoder 2e-6, decoder 2e-4, prompts 2e-3): chosen by --lr-pilot
+    "overrides": ["decoder.hidden=16", "decoder.mid=8", "data.mask_size=32"],
+}
+FAST = {**TESTBED, "train_shards": 2, "images_per_shard": 16, "eval_images": 8, "dev_images": 4, "steps": 4,
+        "batch_size": 4, "validate_every": 2, "seeds": [0], "clusters": [6], "cluster_seeds": [0]}
+REFERENCE_LR = {"lr_clip": 2e-6, "lr_decoder": 2e-4, "lr_prompts": 2e-3}
+
+
+def variants(class_names: list[str]) -> dict[str, list[str]]:
+    """The components sweep: PixelCLIP and the four ablations of Table 3a (3d for fixed names)."""
+    names = ", ".join(json.dumps(n) for n in class_names)
+    return {"pixelclip": [], "no-clustering": ["cluster.mode=none"], "no-text-encoder": ["cluster.mode=centroids"],
+            "fixed-names": ["cluster.mode=names", f"cluster.class_names=[{names}]"],
+            "no-momentum": ["momentum.gamma=0"]}
+
+
+# The paper's Table 3a (ConvNeXt-B, SA-1B masks, mIoU averaged over its five benchmarks) for shape only.
+PAPER_3A = {"baseline": 18.7, "pixelclip": 35.0, "no-clustering": 3.5, "no-text-encoder": 29.7,
+            "fixed-names": 31.0, "no-momentum": 30.4}
+
+
+def _seeded(variants_: dict[str, list[str]], seeds: list[int]) -> dict[str, list[str]]:
+    return {f"{name}/{s}": [*items, f"seed={s}", f"prompts.seed={s}"] for name, items in variants_.items()
+            for s in seeds}
+
+
+def model_config(tb: dict, lr_scale: float | None = None) -> dict:
+    from pixelclip.config import load_config
+
+    scale = tb["lr_scale"] if lr_scale is None else lr_scale
+    lrs = [f"optim.{k}={v * scale:g}" for k, v in REFERENCE_LR.items()]
+    return load_config("synth", [f"optim.steps={tb['steps']}", f"optim.batch_size={tb['batch_size']}", *lrs,
+                                 *tb["overrides"]]).to_dict()
+
+
+def write_data(tb: dict, opts) -> dict:
+    """Training tars, evaluation and development splits; returns their URIs."""
+    from pipelines.synth_scenes import write_eval_split, write_train_shards
+    from pixelclip.synth import SceneConfig
+
+    cfg = SceneConfig(size=tb["scene_px"])
+    write_train_shards(f"{DATA}/raw", tb["train_shards"], tb["images_per_shard"], tb["masks"], cfg, seed=0, opts=opts)
+    write_eval_split(f"{DATA}/eval", tb["eval_images"], cfg, seed=tb["eval_seed"], opts=opts)
+    write_eval_split(f"{DATA}/dev", tb["dev_images"], cfg, seed=tb["dev_seed"], opts=opts)
+    return {"raw": f"{DATA}/raw/", "ready": f"{DATA}/ready/", "eval": f"{DATA}/eval", "dev": f"{DATA}/dev"}
+
+
+def validation(root: str, tb: dict, limit: int) -> dict:
+    from pixelclip.synth import CLASS_NAMES, STUFF_NAMES, THING_NAMES
+
+    return {"benchmark": BENCH, "root": root, "every": tb["validate_every"], "limit": limit,
+            "class_names": list(CLASS_NAMES), "templates": "single", "mode": "maskclip",
+            "groups": {"stuff": list(STUFF_NAMES), "things": list(THING_NAMES)}}
+
+
+def baseline(eval_root: str, tb: dict, opts) -> dict:
+    """The starting CLIP through the evaluation stage: mIoU, stuff and things (%)."""
+    from pipelines.evaluate import EvalJobConfig, run_evaluate
+    from pixelclip.config import SYNTH_CHECKPOINT
+    from pixelclip.synth import CLASS_NAMES
+
+    job = EvalJobConfig(model=f"openclip:pixelclip-synth-vit:{SYNTH_CHECKPOINT}", benchmarks={BENCH: eval_root},
+                        class_names={BENCH: list(CLASS_NAMES)}, templates="single", image_size=tb["scene_px"],
+                        limit=tb["eval_images"], output=f"{DATA}/baseline")
+    res = run_evaluate(job, opts)["benchmarks"][BENCH]["maskclip"]
+    return {"miou": res["miou"], **group_mious(res["per_class"])}
+
+
+def chance(tb: dict) -> dict:
+    """Expected mIoU (%) of uniformly random labels on the evaluation split: for a class with pixel
+    share p among C classes, IoU = (p / C) / (p + 1/C - p / C)."""
+    import numpy as np
+
+    from pixelclip.synth import CLASS_NAMES, SceneConfig, scene_at
+
+    C = len(CLASS_NAMES)
+    counts = np.zeros(C)
+    for i in range(tb["eval_images"]):
+        counts += np.bincount(scene_at(tb["eval_seed"], i, "eval", SceneConfig(size=tb["scene_px"])).label.ravel(),
+                              minlength=C)
+    p = counts / counts.sum()
+    iou = (p / C) / (p + 1 / C - p / C)
+    per_class = {n: float(iou[c] * 100) if counts[c] else None for c, n in enumerate(CLASS_NAMES)}
+    vals = [v for v in per_class.values() if v is not None]
+    return {"miou": round(statistics.fmean(vals), 2), **group_mious(per_class)}
+
+
+def group_mious(per_class: dict) -> dict:
+    from pixelclip.synth import STUFF_NAMES, THING_NAMES
+
+    out = {}
+    for group, names in (("stuff", STUFF_NAMES), ("things", THING_NAMES)):
+        vals = [per_class[n] for n in names if per_class.get(n) is not None]
+        out[group] = round(statistics.fmean(vals), 2) if vals else None
+    return out
+
+
+def sweep(name: str, tb: dict, model: dict, data: dict, val_root: str, variants_: dict, search: dict, opts) -> dict:
+    """One Tune sweep (FIFO: every trial runs to the end; one training worker per trial)."""
+    from pipelines.tune import TuneJobConfig, run_tune
+
+    job = TuneJobConfig(data=data["ready"], storage=f"{DATA}/sweeps", name=name, model=model, search=search,
+                        variants=variants_, metric="val_miou", mode="max", scheduler="fifo", workers=1,
+                        cpus_per_worker=1.0, checkpoint_every=tb["steps"], log_every=tb["validate_every"],
+                        validation=validation(val_root, tb, tb["eval_images"] if val_root == data["eval"]
+                                              else tb["dev_images"]))
+    return run_tune(job, opts)
+
+
+def curves(out: dict) -> list[dict]:
+    """Per trial: its variant, seed, K, MLflow run and the validation curves (step -> %)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(os.environ.get("MLFLOW_TRACKING_URI"))
+    rows = []
+    for r in out["trials"]:
+        variant, _, seed = str(r["config"].get("variant", "")).partition("/")
+        hist = {m: {h.step: round(h.value, 3) for h in client.get_metric_history(r["mlflow_run_id"], m)}
+                for m in ("val_miou", "val_miou_stuff", "val_miou_things")}
+        rows.append({"trial": r["trial_id"], "variant": variant, "seed": int(seed) if seed else None,
+                     "clusters": r["config"].get("prompts.num_clusters"), "run_id": r["mlflow_run_id"],
+                     "status": r["status"], "error": r["error"], **hist})
+    return rows
+
+
+def _step0_gap(rows: list[dict], base: dict) -> float | None:
+    """Largest |step-0 validation - evaluate stage| over trials: both measure the starting CLIP."""
+    gaps = [abs(r["val_miou"][0] - base["miou"]) for r in rows if 0 in r["val_miou"]]
+    return round(max(gaps), 3) if gaps else None
+
+
+def _stats(values: list[float]) -> dict:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": round(statistics.fmean(vals), 2), "std": round(statistics.stdev(vals), 2) if len(vals) > 1
+            else 0.0, "min": round(min(vals), 2), "max": round(max(vals), 2), "n": len(vals)}
+
+
+def _final(row: dict, metric: str = "val_miou") -> float | None:
+    h = row[metric]
+    return h[max(h)] if h else None
+
+
+def summarize(rows: list[dict], base: dict, k_default: int) -> dict:
+    """Mean, spread and gain over the baseline of each variant's final mIoU; the K sweep."""
+    table = {}
+    for v in dict.fromkeys(r["variant"] for r in rows if r["clusters"] is None):
+        runs = [r for r in rows if r["variant"] == v and r["clusters"] is None]
+        entry = {m: _stats([_final(r, m) for r in runs]) for m in ("val_miou", "val_miou_stuff", "val_miou_things")}
+        entry["gain"] = _stats([_final(r) - base["miou"] for r in runs if _final(r) is not None])
+        entry["best_step"] = _stats([max(r["val_miou"], key=r["val_miou"].get) for r in runs if r["val_miou"]])
+        table[v] = entry
+    ks = {k_default: table.get("pixelclip", {}).get("val_miou")}
+    for k in sorted({r["clusters"] for r in rows if r["clusters"] is not None}):
+        ks[k] = _stats([_final(r) for r in rows if r["clusters"] == k])
+    return {"variants": table, "clusters": dict(sorted(ks.items()))}
+
+
+def claims(summary: dict, base: dict) -> list[dict]:
+    """The paper's claims, each checked against this run: holds when the difference exceeds the seeds' spread."""
+    t = summary["variants"]
+
+    def diff(a: str, b: str | None) -> tuple[float | None, float, int]:
+        if a not in t or (b is not None and b not in t) or t[a]["val_miou"]["mean"] is None:
+            return None, 0.0, 0
+        ma = t[a]["val_miou"]
+        if b is None:
+            return round(ma["mean"] - base["miou"], 2), ma["std"], ma["n"]
+        mb = t[b]["val_miou"]
+        return round(ma["mean"] - mb["mean"], 2), max(ma["std"], mb["std"]), min(ma["n"], mb["n"])
+
+    out = []
+    for text, a, b, sign in (
+            ("fine-tuning with unlabeled masks raises mIoU above the starting CLIP", "pixelclip", None, 1),
+            ("without semantic clustering the model collapses", "no-clustering", "pixelclip", -1),
+            ("the CLIP text encoder (prompts) beats free centroids", "pixelclip", "no-text-encoder", 1),
+            ("learnable class prompts beat fixed class names", "pixelclip", "fixed-names", 1),
+            ("the momentum encoder helps", "pixelclip", "no-momentum", 1)):
+        d, spread, n = diff(a, b)
+        holds = None if d is None or n < 2 else (sign * d > spread)  # one seed has no spread to judge by
+        out.append({"claim": text, "difference": d, "spread": spread, "holds": holds,
+                    "compared": f"{a} - {b or 'starting CLIP'}"})
+    return out
+
+
+# -- the report ---------------------------------------------------------------------------------------------------
+
+def _fmt(s: dict | None) -> str:
+    if not s or s.get("mean") is None:
+        return "n/a"
+    return f"{s['mean']:.1f} ± {s['std']:.1f}" if s["n"] > 1 else f"{s['mean']:.1f}"
+
+
+def write_report(out_dir: Path, result: dict) -> Path:
+    tb, base, summ = result["testbed"], result["baseline"], result["summary"]
+    n_seeds = len(tb["seeds"])
+    lines = [
+        "# SynthScenes: PixelCLIP's claims in miniature",
+        "",
+        f"Written by `{result['command']}` on {result['date']} ({result['machine']}), "
+        f"{result['minutes']:.1f} minutes end to end. Numbers are zero-shot mIoU (%) on "
+        f"{tb['eval_images']} held-out SynthScenes ({len(result['class_names'])} classes: "
+        f"{result['n_stuff']} stuff, {len(result['class_names']) - result['n_stuff']} things), MaskCLIP readout, "
+        "one prompt template, no background class. Mean ± standard deviation over "
+        f"{n_seeds} seed(s); every trial went through the real stages (prepare on Ray Data, Ray Train inside "
+        "Ray Tune, MLflow tracking), starting from the project's SynthScenes CLIP.",
+        "",
+        "## Table 3a in miniature (final step)",
+        "",
+        "| variant | mIoU | stuff | things | gain over the starting CLIP | paper (Table 3a, 5-benchmark mean) |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| uniformly random labels (chance) | {result['chance']['miou']:.1f} | {result['chance']['stuff']:.1f} | "
+        f"{result['chance']['things']:.1f} | | |",
+        f"| starting CLIP (evaluate stage) | {base['miou']:.1f} | {base['stuff']:.1f} | {base['things']:.1f} | "
+        f"0 | {PAPER_3A['baseline']} |",
+    ]
+    for v, e in summ["variants"].items():
+        lines.append(f"| {v} | {_fmt(e['val_miou'])} | {_fmt(e['val_miou_stuff'])} | {_fmt(e['val_miou_things'])} "
+                     f"| {_fmt(e['gain'])} | {PAPER_3A.get(v, 'n/a')} |")
+    lines += ["", "## Number of clusters K (Table 3b in miniature, final step)", "",
+              "| K | mIoU |", "|---:|---:|"]
+    lines += [f"| {k} | {_fmt(s)} |" for k, s in summ["clusters"].items()]
+    lines += ["", "## The paper's claims, checked", "",
+              "A claim holds here when the difference of means exceeds the larger standard deviation of the two "
+              "(n/a with a single seed).",
+              "", "| claim | compared | difference | spread | holds here |", "|---|---|---:|---:|---|"]
+    for c in result["claims"]:
+        holds = {True: "yes", False: "no", None: "n/a"}[c["holds"]]
+        d = "n/a" if c["difference"] is None else f"{c['difference']:+.1f}"
+        lines.append(f"| {c['claim']} | {c['compared']} | {d} | {c['spread']:.1f} | {holds} |")
+    lines += ["", "## During training", "", "![mIoU during training](curves.png)", "",
+              "Each line is the mean over seeds (the band spans min to max) of the validation the training stage "
+              f"ran every {tb['validate_every']} steps; step 0 is the starting CLIP (largest difference between a "
+              f"trial's step-0 validation and the evaluate stage's baseline: {result['step0_vs_evaluate']} mIoU).", "",
+              "## Before and after", "", "![segmentations](segmentations.png)", "",
+              "Held-out scenes: the image, the truth, the starting CLIP and PixelCLIP of every seed (final step), "
+              f"all zero-shot with the {len(result['class_names'])} class names.", "",
+              "## The testbed", "", "| setting | value |", "|---|---|"]
+    for k, v in tb.items():
+        lines.append(f"| {k} | {v} |")
+    lines += ["", result.get("choice", "").strip(), ""]
+    if result.get("failed"):
+        lines += ["## Failed trials", ""] + [f"- {f}" for f in result["failed"]] + [""]
+    notes = out_dir / "NOTES.md"
+    if notes.exists():  # written by a person after reading the numbers; kept apart from the measured part
+        lines += ["## Reading these numbers (written after the run, from `NOTES.md`)", "", notes.read_text().strip(),
+                  ""]
+    path = out_dir / "REPORT.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def draw_curves(rows: list[dict], base: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    groups = [("variant", [r for r in rows if r["clusters"] is None], lambda r: r["variant"]),
+              ("K", [r for r in rows if r["clusters"] is not None or r["variant"] == "pixelclip"],
+               lambda r: f"K={r['clusters'] or 'default'}")]
+    for ax, (title, subset, key) in zip(axes, groups, strict=True):
+        for label in dict.fromkeys(key(r) for r in subset):
+            runs = [r["val_miou"] for r in subset if key(r) == label and r["val_miou"]]
+            if not runs:
+                continue
+            steps = sorted(set.intersection(*(set(h) for h in runs)))
+            vals = [[h[s] for h in runs] for s in steps]
+            ax.plot(steps, [statistics.fmean(v) for v in vals], label=label, marker="o", ms=3)
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], alpha=0.15)
+        ax.axhline(base["miou"], color="grey", ls="--", lw=1, label="starting CLIP")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("zero-shot mIoU (%)")
+        ax.set_title(f"by {title}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw_segmentations(checkpoints: dict[str, str], tb: dict, path: Path, opts, n: int = 4) -> None:
+    """Held-out scenes: image, truth, the starting CLIP, then one column per fine-tuned checkpoint
+    ({title: .safetensors URI}); a legend of the class colours below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipelines.models import load_segmenter
+    from pixelclip.config import SYNTH_CHECKPOINT
+    from pixelclip.synth import CLASS_NAMES, SceneConfig, scene_at
+    from pixelclip.viz import palette
+
+    names = list(CLASS_NAMES)
+    from matplotlib.patches import Patch
+
+    models = {"starting CLIP": load_segmenter(f"openclip:pixelclip-synth-vit:{SYNTH_CHECKPOINT}", templates="single",
+                                              image_size=tb["scene_px"], opts=opts)}
+    models.update({title: load_segmenter(uri, templates="single", opts=opts) for title, uri in checkpoints.items()})
+    colours = palette(len(names))
+    fig, axes = plt.subplots(n, 2 + len(models), figsize=(2.2 * (2 + len(models)), 2.2 * n))
+    for i in range(n):
+        scene = scene_at(tb["eval_seed"], i, "eval", SceneConfig(size=tb["scene_px"]))
+        panels = [("image", scene.image), ("truth", colours[scene.label])]
+        for title, seg in models.items():
+            panels.append((title, colours[seg.segment(scene.image, names)[0].cpu().numpy()]))
+        for j, (title, img) in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(img)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+        present = sorted(set(scene.label.ravel().tolist()))
+        axes[i, 0].set_ylabel(", ".join(names[c] for c in present), fontsize=6)
+    handles = [Patch(color=colours[c] / 255, label=name) for c, name in enumerate(names)]
+    fig.legend(handles=handles, loc="lower center", ncol=8, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- the run ------------------------------------------------------------------------------------------------------
+
+def pixelclip_checkpoints(rows: list[dict], opts) -> dict[str, str]:
+    """{"PixelCLIP seed S": final checkpoint} of the components sweep's PixelCLIP trials (their sweep from
+    the MLflow run's tags)."""
+    import mlflow
+
+    from pipelines.train import latest_checkpoint
+
+    client = mlflow.MlflowClient(os.environ.get("MLFLOW_TRACKING_URI"))
+    out = {}
+    for r in rows:
+        if r["variant"] == "pixelclip" and r["clusters"] is None:
+            sweep = client.get_run(r["run_id"]).data.tags["pixelclip.sweep"]
+            run_uri = storage.join(DATA, "sweeps", sweep, "runs", f"{sweep}-{r['trial']}")
+            ckpt = latest_checkpoint(run_uri, opts)
+            if ckpt is None:
+                raise RuntimeError(f"no checkpoint under {run_uri}")
+            out[f"PixelCLIP seed {r['seed']}"] = ckpt
+    return dict(sorted(out.items()))
+
+
+def run(out_dir: Path, fast: bool = False, stack_dir: str = ".stack", lr_pilot: bool = False,
+        command: str = "") -> dict:
+    from pipelines.stack import Stack
+
+    t0 = time.perf_counter()
+    tb = dict(FAST if fast else TESTBED)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = Stack(stack_dir, num_cpus=4).up()
+    os.environ.update(env)  # before Ray is imported: it reads its auth mode once
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import ray
+    import torch
+
+    from pipelines.prepare import PrepareConfig, run_prepare
+    from pixelclip.data.sa1b import ConvertOptions
+    from pixelclip.synth import CLASS_NAMES, NUM_STUFF
+
+    torch.set_num_threads(1)  # the scene writer's per-image work; the stages set their own
+    opts = storage.StorageOptions.from_env()
+    ray.init(address=env["RAY_ADDRESS"], ignore_reinit_error=True, log_to_driver=False)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    print("== SynthScenes -> object store", flush=True)
+    data = write_data(tb, opts)
+    print("== prepare", flush=True)
+    run_prepare(PrepareConfig(input=data["raw"], output=data["ready"], overwrite=True,
+                              convert=ConvertOptions(short_side=tb["scene_px"], min_area=16, max_masks=24)), opts)
+    if lr_pilot:
+        return _lr_pilot(tb, data, stamp, opts, out_dir)
+    print("== the starting CLIP (evaluate)", flush=True)
+    base = baseline(data["eval"], tb, opts)
+    model = model_config(tb)
+    print("== sweep: components", flush=True)
+    comp = sweep(f"components-{stamp}", tb, model, data, data["eval"], _seeded(variants(list(CLASS_NAMES)),
+                                                                                tb["seeds"]), {}, opts)
+    print("== sweep: clusters", flush=True)
+    clus = sweep(f"clusters-{stamp}", tb, model, data, data["eval"], _seeded({"pixelclip": []}, tb["cluster_seeds"]),
+                 {"prompts.num_clusters": tb["clusters"]}, opts)
+    rows = curves(comp) + curves(clus)
+    k_default = model["prompts"]["num_clusters"]
+    summary = summarize(rows, base, k_default)
+    print("== figures", flush=True)
+    draw_curves(rows, base, out_dir / "curves.png")
+    draw_segmentations(pixelclip_checkpoints(rows, opts), tb, out_dir / "segmentations.png", opts, n=2 if fast else 4)
+    result = {"command": command or "python -m pipelines.synth_bench", "date": time.strftime("%Y-%m-%d"),
+              "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}", "testbed": tb, "baseline": base,
+              "class_names": list(CLASS_NAMES), "n_stuff": NUM_STUFF, "summary": summary,
+              "claims": claims(summary, base), "trials": rows, "choice": CHOICE,
+              "step0_vs_evaluate": _step0_gap(rows, base), "chance": chance(tb),
+              "failed": [f"{r['variant']}/{r['seed']} K={r['clusters']}: {r['error']}" for r in rows if r["error"]],
+              "minutes": (time.perf_counter() - t0) / 60}
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
+    report = write_report(out_dir, result)
+    print(report.read_text())
+    return result
+
+
+def _lr_pilot(tb: dict, data: dict, stamp: str, opts, out_dir: Path) -> dict:
+    """PixelCLIP alone at a few multiples of the reference rates, judged on the development split."""
+    scales = [1.0, 10.0, 50.0]
+    tb = {**tb, "steps": 150}  # the pilot ran 150 steps; the budget then set 120 (x50 led at both)
+    model = model_config(tb, 1.0)
+    vs = {f"lr-x{s:g}": [f"optim.{k}={v * s:g}" for k, v in REFERENCE_LR.items()] for s in scales}
+    out = sweep(f"lr-pilot-{stamp}", tb, model, data, data["dev"], _seeded(vs, tb["seeds"][:1]), {}, opts)
+    rows = curves(out)
+    pilot = {r["variant"]: r["val_miou"] for r in rows}
+    (out_dir / "lr_pilot.json").write_text(json.dumps(pilot, indent=1))
+    print(json.dumps(pilot, indent=1))
+    return {"lr_pilot": pilot}
+
+
+CHOICE = """\
+### How the settings were chosen
+
+- Scenes, classes, masks and the starting CLIP come from the SynthScenes work before this benchmark
+  (`pixelclip/assets/pixelclip-synth-vit.train.json`): 128 px scenes and patch 8 so that things span
+  3-8 patches; over-segmented masks stand in for SAM's.
+- Steps, batch, the smaller training-only decoder and the seeds were set by the time budget (the whole
+  report in under an hour on 2 CPU cores): 5 variants x 3 seeds, and the K sweep with one seed
+  (`cluster_seeds`). A trial of 120 steps takes about 5 minutes with two trials sharing the 2 cores.
+- The learning rates keep the reference's ratios (encoder 2e-6 : decoder 2e-4 : prompts 2e-3). Their common
+  scale is the one setting chosen by measurement: `python -m pipelines.synth_bench --lr-pilot` trains
+  PixelCLIP alone (seed 0, 150 steps) at x1, x10 and x50 and reports mIoU on a separate development
+  split (48 scenes of another seed, never the evaluation split). On that split x1 stayed flat
+  (11.4 -> 11.0), x10 dipped and came back (11.4 -> 9.7 -> 11.4), x50 dipped and then rose
+  (11.4 -> 6.3 at step 60 -> 14.3 at step 120 -> 15.9 at step 150); x50 led at both 120 and 150 steps
+  and was fixed before the ablations ran (`bench/synthscenes/lr_pilot.json`). The budget then cut the
+  steps from the pilot's 150 to 120.
+- Every other value is the synth preset's (`pixelclip config synth`): K=24, prompt length 4,
+  epsilon 0.05, momentum 0.999.
+"""
+
+
+def rerender(out_dir: Path, command: str, segmentations: bool = False) -> Path:
+    """REPORT.md and curves.png again from out_dir/results.json (after a change to the report's layout);
+    the measurements are not touched, and the report names both commands. `segmentations`: also draw
+    segmentations.png again, from the checkpoints in the stack's object store (the stack must run)."""
+    result = json.loads((out_dir / "results.json").read_text())
+    for r in result["trials"]:  # JSON made the steps strings
+        for m in ("val_miou", "val_miou_stuff", "val_miou_things"):
+            r[m] = {int(k): v for k, v in r[m].items()}
+    result.setdefault("chance", chance(result["testbed"]))
+    if command not in result["command"]:
+        result["command"] += f"` (measured), then rendered by `{command}"
+    draw_curves(result["trials"], result["baseline"], out_dir / "curves.png")
+    if segmentations:  # the checkpoints are in the stack's object store
+        opts = storage.StorageOptions.from_env()
+        draw_segmentations(pixelclip_checkpoints(result["trials"], opts), result["testbed"],
+                           out_dir / "segmentations.png", opts, n=4 if result["testbed"]["eval_images"] >= 4 else 2)
+    return write_report(out_dir, result)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    p = argparse.ArgumentParser(prog="pixelclip synth-bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("bench/synthscenes"))
+    p.add_argument("--fast", action="store_true", help="one seed, a few steps: the pipeline, not the numbers")
+    p.add_argument("--lr-pilot", action="store_true", help="only the learning-rate pilot on the development split")
+    p.add_argument("--stack-dir", default=".stack")
+    p.add_argument("--report-only", action="store_true",
+                   help="render REPORT.md and curves.png again from OUT/results.json; runs nothing")
+    p.add_argument("--with-segmentations", action="store_true",
+                   help="with --report-only: also segmentations.png, from the checkpoints (source .stack/env.sh)")
+    a = p.parse_args(argv)
+    cmd = "python -m pipelines.synth_bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    if a.report_only:
+        print(rerender(a.out, cmd.strip(), a.with_segmentations).read_text())
+        return
+    run(a.out, fast=a.fast, stack_dir=a.stack_dir, lr_pilot=a.lr_pilot, command=cmd.strip())
+
+
+if __name__ == "__main__":
+    main()

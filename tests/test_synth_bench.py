@@ -1,0 +1,117 @@
+"""The SynthScenes benchmark end to end in its fast form (one seed, a few steps): local stack, scenes in
+the object store, prepare, the evaluate stage, two Ray Tune sweeps over Ray Train with validation
+while training, MLflow, the report and its figures. It checks the pipeline, not the numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pixelclip
+from pipelines.stack import main as stack_main
+from pipelines.synth_bench import claims, summarize, variants
+from pipelines.tune import TuneJobConfig
+from pixelclip.synth import CLASS_NAMES
+from tests.test_stack import _left
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_fast_benchmark_writes_the_report(tmp_path):
+    root, out = tmp_path / "stack", tmp_path / "report"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_", "MLFLOW_"))}
+    try:
+        done = subprocess.run([sys.executable, "-m", "pipelines.synth_bench", "--fast", "--out", str(out),
+                               "--stack-dir", str(root)], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    finally:
+        assert stack_main(["down", "--dir", str(root)]) == 0
+    assert _left(root) == []
+    result = json.loads((out / "results.json").read_text())
+    tb = result["testbed"]
+    variants = ["pixelclip", "no-clustering", "no-text-encoder", "fixed-names", "no-momentum"]
+    trials = result["trials"]
+    assert sorted(t["variant"] for t in trials if t["clusters"] is None) == sorted(variants)
+    assert [t["clusters"] for t in trials if t["clusters"] is not None] == tb["clusters"]
+    every = tb["validate_every"]
+    for t in trials:  # every trial finished and was validated at step 0, every `every` steps and at the end
+        assert t["status"] == "TERMINATED" and t["error"] is None, t
+        assert sorted(int(s) for s in t["val_miou"]) == list(range(0, tb["steps"] + 1, every)), t
+        assert all(0 <= v <= 100 for v in t["val_miou"].values())
+    assert result["step0_vs_evaluate"] < 0.05  # step 0 is the starting CLIP, as the evaluate stage measured it
+    report = (out / "REPORT.md").read_text()
+    for v in variants:
+        assert f"| {v} |" in report
+    assert "--fast" in report and "| starting CLIP (evaluate stage) |" in report
+    assert all(c["holds"] is None for c in result["claims"])  # one seed: no claim is judged
+    for png in ("curves.png", "segmentations.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the report renders again from results.json alone, naming both commands
+    (out / "REPORT.md").unlink()
+    again = subprocess.run([sys.executable, "-m", "pipelines.synth_bench", "--report-only", "--out", str(out)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rendered = (out / "REPORT.md").read_text()
+    assert "--report-only" in rendered and "(measured)" in rendered and "| no-momentum |" in rendered
+
+
+def test_the_benchmark_variants_are_valid_configurations():
+    model = pixelclip.load_config("synth").to_dict()
+    job = TuneJobConfig(data="s3://d/", storage="s3://s", name="c", model=model,
+                        variants=variants(list(CLASS_NAMES))).validate()
+    modes = {v: job.trial_job({"variant": v}, "x").model["cluster"]["mode"] for v in job.variants}
+    assert modes == {"pixelclip": "prompts", "no-clustering": "none", "no-text-encoder": "centroids",
+                     "fixed-names": "names", "no-momentum": "prompts"}
+    assert job.trial_job({"variant": "no-momentum"}, "x").model["momentum"]["gamma"] == 0
+    assert job.trial_job({"variant": "fixed-names"}, "x").model["cluster"]["class_names"] == list(CLASS_NAMES)
+
+
+def _row(variant, seed, final, clusters=None):
+    return {"variant": variant, "seed": seed, "clusters": clusters, "val_miou": {0: 10.0, 30: final},
+            "val_miou_stuff": {30: final + 5}, "val_miou_things": {30: final - 5}}
+
+
+def test_summary_and_claims_use_the_seeds_spread():
+    base = {"miou": 10.0, "stuff": 15.0, "things": 5.0}
+    rows = [_row("pixelclip", s, v) for s, v in enumerate([14.0, 15.0, 16.0])]
+    rows += [_row("no-clustering", s, v) for s, v in enumerate([3.0, 4.0, 5.0])]
+    rows += [_row("no-momentum", s, v) for s, v in enumerate([14.5, 15.0, 15.5])]
+    rows += [_row("pixelclip", s, 12.0, clusters=6) for s in range(3)]
+    summary = summarize(rows, base, 24)
+    px = summary["variants"]["pixelclip"]
+    assert px["val_miou"]["mean"] == 15.0 and px["val_miou"]["std"] == 1.0 and px["gain"]["mean"] == 5.0
+    assert summary["clusters"][6]["mean"] == 12.0 and summary["clusters"][24] == px["val_miou"]
+    got = {c["compared"]: c["holds"] for c in claims(summary, base)}
+    assert got["pixelclip - starting CLIP"] is True  # +5 > 1
+    assert got["no-clustering - pixelclip"] is True  # -11, spread 1
+    assert got["pixelclip - no-momentum"] is False  # 0 within the spread
+    assert got["pixelclip - no-text-encoder"] is None  # not run
+    one_seed = summarize([_row("pixelclip", 0, 20.0)], base, 24)
+    assert claims(one_seed, base)[0]["holds"] is None  # a single seed has no spread to judge by
+
+
+def test_chance_is_what_uniformly_random_labels_score():
+    import numpy as np
+    import torch
+
+    from pipelines.synth_bench import FAST, chance
+    from pixelclip.eval.miou import ConfusionMatrix
+    from pixelclip.synth import SceneConfig, scene_at
+
+    tb = {**FAST, "eval_images": 8}
+    rng = np.random.default_rng(0)
+    cm = ConfusionMatrix(len(CLASS_NAMES))
+    for i in range(tb["eval_images"]):
+        label = scene_at(tb["eval_seed"], i, "eval", SceneConfig(size=tb["scene_px"])).label
+        for _ in range(8):
+            cm.update(torch.from_numpy(rng.integers(0, len(CLASS_NAMES), label.shape)), torch.from_numpy(label))
+    iou = cm.iou()
+    present = cm.matrix.sum(1) > 0  # the formula averages over the classes in the truth
+    assert chance(tb)["miou"] == pytest.approx(float(iou[present].mean() * 100), abs=0.1)
