@@ -175,6 +175,14 @@ class SeaweedFS(LocalService):
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": creds["access_key"],
                 "AWS_SECRET_ACCESS_KEY": creds["secret_key"], "AWS_REGION": REGION}
 
+    def storage_options(self):
+        """`pipelines.storage.StorageOptions` that reach this store (as `env()` does for other clients)."""
+        from pipelines.storage import StorageOptions
+
+        env = self.env()
+        return StorageOptions(endpoint_url=env["AWS_ENDPOINT_URL"], access_key=env["AWS_ACCESS_KEY_ID"],
+                              secret_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"])
+
     def _write_env_file(self) -> None:
         lines = [f"# SeaweedFS in {self.data_dir}: `source` this file\n"]
         lines += [f"export {k}={v}\n" for k, v in self.env().items()]

@@ -37,18 +37,11 @@ class Stack:
 
     env_file = property(lambda self: self.root / "env.sh")
 
-    def _storage_opts(self):
-        from pipelines import storage
-
-        env = self.store.env()
-        return storage.StorageOptions(endpoint_url=env["AWS_ENDPOINT_URL"], access_key=env["AWS_ACCESS_KEY_ID"],
-                                      secret_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"])
-
     def tracking(self):
         from pipelines.tracking import MLflowServer
 
         return MLflowServer(self.root / "mlflow", artifacts_uri=f"s3://{BUCKET}/mlflow",
-                            storage_opts=self._storage_opts())
+                            storage_opts=self.store.storage_options())
 
     def head(self):
         from pipelines.ray_head import RayHead

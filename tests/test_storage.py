@@ -17,6 +17,7 @@ import pytest
 from pipelines import storage
 from pipelines.objectstore import SeaweedFS, find_weed, weed_pids
 from pipelines.storage import StorageError, StorageOptions
+from tests.conftest import running_store
 
 BUCKET = "pixelclip-test"
 
@@ -30,20 +31,13 @@ def _closed_port() -> int:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One SeaweedFS for the module, with a bucket."""
-    server = SeaweedFS(tmp_path_factory.mktemp("objectstore")).start()
-    try:
-        server.create_bucket(BUCKET)
+    with running_store(tmp_path_factory.mktemp("objectstore"), BUCKET) as server:
         yield server
-    finally:
-        server.stop()
-        assert weed_pids(server.data_dir) == []
 
 
 @pytest.fixture(scope="module")
 def opts(store):
-    env = store.env()
-    return StorageOptions(endpoint_url=env["AWS_ENDPOINT_URL"], access_key=env["AWS_ACCESS_KEY_ID"],
-                          secret_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"])
+    return store.storage_options()
 
 
 @pytest.fixture(scope="module")

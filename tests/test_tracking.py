@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 
 from pipelines import storage
-from pipelines.objectstore import SeaweedFS, pid_alive, weed_pids
-from pipelines.storage import StorageOptions
+from pipelines.objectstore import pid_alive
 from pipelines.tracking import MLflowServer, TrackingError, check_tracking, tracking_pids
+from tests.conftest import mlflow_at
 
 pytestmark = pytest.mark.slow  # two real servers, ~30 s
 
-BUCKET = "mlflow"
-ARTIFACTS = f"s3://{BUCKET}/artifacts"
+ARTIFACTS = "s3://data/tracking-test/artifacts"  # in the bucket of the session's store
 MODEL = "pixelclip-echo"
 
 
@@ -50,22 +49,9 @@ def _listening(pids: list[int]) -> set[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One SeaweedFS for the module, with the artifact bucket."""
-    server = SeaweedFS(tmp_path_factory.mktemp("objectstore")).start()
-    try:
-        server.create_bucket(BUCKET)
-        yield server
-    finally:
-        server.stop()
-        assert weed_pids(server.data_dir) == []
-
-
-@pytest.fixture(scope="module")
 def opts(store):
-    env = store.env()
-    return StorageOptions(endpoint_url=env["AWS_ENDPOINT_URL"], access_key=env["AWS_ACCESS_KEY_ID"],
-                          secret_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"])
+    """The session's SeaweedFS (tests/conftest.py), whose bucket holds the artifacts."""
+    return store
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +68,8 @@ def server(tmp_path_factory, opts):
 @pytest.fixture(scope="module")
 def mlflow(server):
     """The mlflow client module pointed at the server; the tracking URI is reset afterwards."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        import mlflow
-
-        mlflow.set_tracking_uri(server.tracking_uri)
-        try:
-            yield mlflow
-        finally:
-            mlflow.set_tracking_uri(None)
+    with mlflow_at(server.tracking_uri) as m:
+        yield m
 
 
 # -- runs and artifacts ------------------------------------------------------------------------------------------
@@ -172,7 +150,7 @@ def test_check_tracking_fails_fast(server, store):
         check_tracking(f"http://127.0.0.1:{_closed_port()}")
     assert time.monotonic() - t0 < 3
     with pytest.raises(TrackingError, match="not an MLflow tracking server"):
-        check_tracking(store.endpoint)  # an HTTP server, but S3
+        check_tracking(store.endpoint_url)  # an HTTP server, but S3
     with pytest.raises(TrackingError, match="expected http://host:port"):
         check_tracking("sqlite:///mlflow.db")
 
