@@ -33,7 +33,7 @@ def load_task(source: str | ModelSource, device: str = "cpu"):
     if src.kind == "checkpoint":
         from pipelines.models import load_task_checkpoint
 
-        return load_task_checkpoint(src.ref, device, None)
+        return _with_classes(load_task_checkpoint(src.ref, device, None), src.label)
     import mlflow
 
     from pipelines.models import require_tracking
@@ -43,7 +43,14 @@ def load_task(source: str | ModelSource, device: str = "cpu"):
     task = getattr(model.unwrap_python_model(), "task", None)
     if task is None:
         raise ValueError(f"{src.ref} is not a PixelCLIP pyfunc model (it has no learned class prompts)")
-    return task.eval()
+    return _with_classes(task.eval(), src.label)
+
+
+def _with_classes(task, label: str):
+    if task.prompts is None:
+        raise ValueError(f"{label} was trained without semantic clustering (cluster.mode 'none'): it has no "
+                         "class prompts to draw or map")
+    return task
 
 
 def draw_prompts(task, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike,

@@ -58,11 +58,19 @@ def test_draw_prompts_labels_pixels_with_the_nearest_prompt(tiny_checkpoint, pho
     ("openclip:pixelclip-tiny-vit", "plain CLIP without learned class prompts"),
     ("export", "is not a PixelCLIP checkpoint"),
     ("missing.safetensors", "does not exist"),
+    ("no-clustering", "trained without semantic clustering"),
 ])
 def test_prompts_need_a_pixelclip_model(tiny_checkpoint, photos, tmp_path, model, message, capsys):
+    import pixelclip
+    from pixelclip.io import save_checkpoint
+
     task, _ = tiny_checkpoint
     if model == "export":  # an open_clip export: CLIP weights, no prompts
         model = str(export_open_clip(task, tmp_path / "clip.safetensors"))
+    if model == "no-clustering":  # the ablation without semantic clustering has no class prompts
+        cfg = pixelclip.load_config("tiny", ["cluster.mode=none"])
+        model = str(save_checkpoint(tmp_path / "none.safetensors", pixelclip.build_pixelclip(cfg),
+                                    config=cfg.to_dict()))
     for sub in (["draw", photos[0]], ["map", "--classes", "cat, dog"]):
         with pytest.raises(SystemExit) as exc:
             main(["prompts", sub[0], "--model", model, *sub[1:], "-o", str(tmp_path / "x")])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,10 +75,40 @@ def test_stack_runs_submitted_jobs_and_stops_clean(tmp_path, capsys):
         bare.update(HOME=str(tmp_path / "home"), RAY_AUTH_MODE="token")
         refused = _submit(bare, "config", "tiny", timeout=120)
         assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
+
+        # a long job still running when the stack stops: its driver and workers must go with it
+        ray = str(Path(sys.executable).parent / "ray")
+        started = subprocess.run([ray, "job", "submit", "--no-wait", "--working-dir", str(REPO),
+                                  "--entrypoint-num-cpus", "0", "--", sys.executable, "-m", "pipelines.cli", "train",
+                                  "--data", "s3://data/ready/", "--storage", "s3://data/runs", "--name", "orphan-check",
+                                  "--preset", "tiny", "--workers", "2", "--set", "optim.steps=100000", "--set",
+                                  "optim.batch_size=4", "--set", "data.resize_short=64", "--set", "data.crop=48"],
+                                 env=shell, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        deadline = time.time() + 240
+        while time.time() < deadline and not _cmdline_pids("RayTrainWorker", root):
+            time.sleep(1)
+        assert _cmdline_pids("RayTrainWorker", root), "the long job's training workers never started"
+        assert _cmdline_pids("orphan-check", root), "the long job's driver is not running"
     finally:
         assert main(["down", "--dir", str(root)]) == 0
     assert _left(root) == []
+    assert not _cmdline_pids("orphan-check", root) and not _cmdline_pids("RayTrainWorker", root)
     assert not any(v["running"] for v in stack.status().values())
+
+
+def _cmdline_pids(needle: str, root: Path) -> list[int]:
+    """Processes of the stack in `root` (they carry its Ray head's mark) whose command line contains
+    `needle` (Ray renames workers: `ray::RayTrainWorker`)."""
+    out, marked = [], set(marked_pids(RAY_MARK, str(root / "ray")))
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) in marked:
+            try:
+                if needle.encode() in (d / "cmdline").read_bytes():
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
 
 
 def test_the_demo_runs_the_whole_pipeline(tmp_path):
