@@ -1,7 +1,7 @@
 """How spatially distinct are a model's dense features? The SynthScenes benchmark's collapse diagnostic.
 
     source .stack/env.sh
-    python bench/feature_spread.py --sweep components-20261125-022058 [--scenes 16]
+    python bench/feature_spread.py --sweep components-YYYYMMDD-HHMMSS [--scenes 16]   # pixelclip.sweep tag
 
 For the starting CLIP and for the final checkpoint of every trial of a SynthScenes benchmark sweep
 (found through MLflow's tags), on held-out SynthScenes it prints:
@@ -38,8 +38,7 @@ def main() -> None:
 
     from pipelines import storage
     from pipelines.models import load_segmenter
-    from pipelines.synth_bench import DATA
-    from pipelines.train import latest_checkpoint
+    from pipelines.synth_bench import trial_checkpoint
     from pixelclip.config import SYNTH_CHECKPOINT
     from pixelclip.infer import as_chw, chw_to_float
     from pixelclip.synth import CLASS_NAMES, SceneConfig, scene_at
@@ -67,9 +66,7 @@ def main() -> None:
         raise SystemExit(f"no trial of sweep {a.sweep!r} in MLflow at {client.tracking_uri}")
     for r in sorted(runs, key=lambda r: r.data.tags.get("pixelclip.variant", "")):
         trial = r.data.tags["pixelclip.trial"]
-        ckpt = latest_checkpoint(storage.join(DATA, "sweeps", a.sweep, "runs", f"{a.sweep}-{trial}"), opts)
-        if ckpt is None:
-            continue
+        ckpt = trial_checkpoint(a.sweep, trial, opts)
         cos, distinct = spread(load_segmenter(ckpt, templates="single", opts=opts), images, names)
         hist = client.get_metric_history(r.info.run_id, "val_miou")
         final = max(hist, key=lambda m: m.step).value if hist else float("nan")

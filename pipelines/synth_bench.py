@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 from pipelines import storage
+from pipelines.synth_report import claims, draw_curves, draw_segmentations, step0_gap, summarize, write_report
 
 DATA = "s3://data/synthbench"
 BENCH = "ade20k-150"  # the layout the splits are written in
@@ -57,11 +57,6 @@ def variants(class_names: list[str]) -> dict[str, list[str]]:
     return {"pixelclip": [], "no-clustering": ["cluster.mode=none"], "no-text-encoder": ["cluster.mode=centroids"],
             "fixed-names": ["cluster.mode=names", f"cluster.class_names=[{names}]"],
             "no-momentum": ["momentum.gamma=0"]}
-
-
-# The paper's Table 3a (ConvNeXt-B, SA-1B masks, mIoU averaged over its five benchmarks) for shape only.
-PAPER_3A = {"baseline": 18.7, "pixelclip": 35.0, "no-clustering": 3.5, "no-text-encoder": 29.7,
-            "fixed-names": 31.0, "no-momentum": 30.4}
 
 
 def _seeded(variants_: dict[str, list[str]], seeds: list[int]) -> dict[str, list[str]]:
@@ -140,15 +135,15 @@ def group_mious(per_class: dict) -> dict:
     return out
 
 
-def sweep(name: str, tb: dict, model: dict, data: dict, val_root: str, variants_: dict, search: dict, opts) -> dict:
-    """One Tune sweep (FIFO: every trial runs to the end; one training worker per trial)."""
+def sweep(name: str, tb: dict, model: dict, data: dict, split: str, variants_: dict, search: dict, opts) -> dict:
+    """One Tune sweep (FIFO: every trial runs to the end; one training worker per trial), validating on
+    the labelled `split` ("eval" or "dev")."""
     from pipelines.tune import TuneJobConfig, run_tune
 
     job = TuneJobConfig(data=data["ready"], storage=f"{DATA}/sweeps", name=name, model=model, search=search,
                         variants=variants_, metric="val_miou", mode="max", scheduler="fifo", workers=1,
                         cpus_per_worker=1.0, checkpoint_every=tb["steps"], log_every=tb["validate_every"],
-                        validation=validation(val_root, tb, tb["eval_images"] if val_root == data["eval"]
-                                              else tb["dev_images"]))
+                        validation=validation(data[split], tb, tb[f"{split}_images"]))
     return run_tune(job, opts)
 
 
@@ -168,224 +163,28 @@ def curves(out: dict) -> list[dict]:
     return rows
 
 
-def _step0_gap(rows: list[dict], base: dict) -> float | None:
-    """Largest |step-0 validation - evaluate stage| over trials: both measure the starting CLIP."""
-    gaps = [abs(r["val_miou"][0] - base["miou"]) for r in rows if 0 in r["val_miou"]]
-    return round(max(gaps), 3) if gaps else None
-
-
-def _stats(values: list[float]) -> dict:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": round(statistics.fmean(vals), 2), "std": round(statistics.stdev(vals), 2) if len(vals) > 1
-            else 0.0, "min": round(min(vals), 2), "max": round(max(vals), 2), "n": len(vals)}
-
-
-def _final(row: dict, metric: str = "val_miou") -> float | None:
-    h = row[metric]
-    return h[max(h)] if h else None
-
-
-def summarize(rows: list[dict], base: dict, k_default: int) -> dict:
-    """Mean, spread and gain over the baseline of each variant's final mIoU; the K sweep."""
-    table = {}
-    for v in dict.fromkeys(r["variant"] for r in rows if r["clusters"] is None):
-        runs = [r for r in rows if r["variant"] == v and r["clusters"] is None]
-        entry = {m: _stats([_final(r, m) for r in runs]) for m in ("val_miou", "val_miou_stuff", "val_miou_things")}
-        entry["gain"] = _stats([_final(r) - base["miou"] for r in runs if _final(r) is not None])
-        entry["best_step"] = _stats([max(r["val_miou"], key=r["val_miou"].get) for r in runs if r["val_miou"]])
-        table[v] = entry
-    ks = {k_default: table.get("pixelclip", {}).get("val_miou")}
-    for k in sorted({r["clusters"] for r in rows if r["clusters"] is not None}):
-        ks[k] = _stats([_final(r) for r in rows if r["clusters"] == k])
-    return {"variants": table, "clusters": dict(sorted(ks.items()))}
-
-
-def claims(summary: dict, base: dict) -> list[dict]:
-    """The paper's claims, each checked against this run: holds when the difference exceeds the seeds' spread."""
-    t = summary["variants"]
-
-    def diff(a: str, b: str | None) -> tuple[float | None, float, int]:
-        if a not in t or (b is not None and b not in t) or t[a]["val_miou"]["mean"] is None:
-            return None, 0.0, 0
-        ma = t[a]["val_miou"]
-        if b is None:
-            return round(ma["mean"] - base["miou"], 2), ma["std"], ma["n"]
-        mb = t[b]["val_miou"]
-        return round(ma["mean"] - mb["mean"], 2), max(ma["std"], mb["std"]), min(ma["n"], mb["n"])
-
-    out = []
-    for text, a, b, sign in (
-            ("fine-tuning with unlabeled masks raises mIoU above the starting CLIP", "pixelclip", None, 1),
-            ("without semantic clustering the model collapses", "no-clustering", "pixelclip", -1),
-            ("the CLIP text encoder (prompts) beats free centroids", "pixelclip", "no-text-encoder", 1),
-            ("learnable class prompts beat fixed class names", "pixelclip", "fixed-names", 1),
-            ("the momentum encoder helps", "pixelclip", "no-momentum", 1)):
-        d, spread, n = diff(a, b)
-        holds = None if d is None or n < 2 else (sign * d > spread)  # one seed has no spread to judge by
-        out.append({"claim": text, "difference": d, "spread": spread, "holds": holds,
-                    "compared": f"{a} - {b or 'starting CLIP'}"})
-    return out
-
-
-# -- the report ---------------------------------------------------------------------------------------------------
-
-def _fmt(s: dict | None) -> str:
-    if not s or s.get("mean") is None:
-        return "n/a"
-    return f"{s['mean']:.1f} ± {s['std']:.1f}" if s["n"] > 1 else f"{s['mean']:.1f}"
-
-
-def write_report(out_dir: Path, result: dict) -> Path:
-    tb, base, summ = result["testbed"], result["baseline"], result["summary"]
-    n_seeds = len(tb["seeds"])
-    lines = [
-        "# SynthScenes: PixelCLIP's claims in miniature",
-        "",
-        f"Written by `{result['command']}` on {result['date']} ({result['machine']}), "
-        f"{result['minutes']:.1f} minutes end to end. Numbers are zero-shot mIoU (%) on "
-        f"{tb['eval_images']} held-out SynthScenes ({len(result['class_names'])} classes: "
-        f"{result['n_stuff']} stuff, {len(result['class_names']) - result['n_stuff']} things), MaskCLIP readout, "
-        "one prompt template, no background class. Mean ± standard deviation over "
-        f"{n_seeds} seed(s); every trial went through the real stages (prepare on Ray Data, Ray Train inside "
-        "Ray Tune, MLflow tracking), starting from the project's SynthScenes CLIP.",
-        "",
-        "## Table 3a in miniature (final step)",
-        "",
-        "| variant | mIoU | stuff | things | gain over the starting CLIP | paper (Table 3a, 5-benchmark mean) |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| uniformly random labels (chance) | {result['chance']['miou']:.1f} | {result['chance']['stuff']:.1f} | "
-        f"{result['chance']['things']:.1f} | | |",
-        f"| starting CLIP (evaluate stage) | {base['miou']:.1f} | {base['stuff']:.1f} | {base['things']:.1f} | "
-        f"0 | {PAPER_3A['baseline']} |",
-    ]
-    for v, e in summ["variants"].items():
-        lines.append(f"| {v} | {_fmt(e['val_miou'])} | {_fmt(e['val_miou_stuff'])} | {_fmt(e['val_miou_things'])} "
-                     f"| {_fmt(e['gain'])} | {PAPER_3A.get(v, 'n/a')} |")
-    lines += ["", "## Number of clusters K (Table 3b in miniature, final step)", "",
-              "| K | mIoU |", "|---:|---:|"]
-    lines += [f"| {k} | {_fmt(s)} |" for k, s in summ["clusters"].items()]
-    lines += ["", "## The paper's claims, checked", "",
-              "A claim holds here when the difference of means exceeds the larger standard deviation of the two "
-              "(n/a with a single seed).",
-              "", "| claim | compared | difference | spread | holds here |", "|---|---|---:|---:|---|"]
-    for c in result["claims"]:
-        holds = {True: "yes", False: "no", None: "n/a"}[c["holds"]]
-        d = "n/a" if c["difference"] is None else f"{c['difference']:+.1f}"
-        lines.append(f"| {c['claim']} | {c['compared']} | {d} | {c['spread']:.1f} | {holds} |")
-    lines += ["", "## During training", "", "![mIoU during training](curves.png)", "",
-              "Each line is the mean over seeds (the band spans min to max) of the validation the training stage "
-              f"ran every {tb['validate_every']} steps; step 0 is the starting CLIP (largest difference between a "
-              f"trial's step-0 validation and the evaluate stage's baseline: {result['step0_vs_evaluate']} mIoU).", "",
-              "## Before and after", "", "![segmentations](segmentations.png)", "",
-              "Held-out scenes: the image, the truth, the starting CLIP and PixelCLIP of every seed (final step), "
-              f"all zero-shot with the {len(result['class_names'])} class names.", "",
-              "## The testbed", "", "| setting | value |", "|---|---|"]
-    for k, v in tb.items():
-        lines.append(f"| {k} | {v} |")
-    lines += ["", result.get("choice", "").strip(), ""]
-    if result.get("failed"):
-        lines += ["## Failed trials", ""] + [f"- {f}" for f in result["failed"]] + [""]
-    notes = out_dir / "NOTES.md"
-    if notes.exists():  # written by a person after reading the numbers; kept apart from the measured part
-        lines += ["## Reading these numbers (written after the run, from `NOTES.md`)", "", notes.read_text().strip(),
-                  ""]
-    path = out_dir / "REPORT.md"
-    path.write_text("\n".join(lines))
-    return path
-
-
-def draw_curves(rows: list[dict], base: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    groups = [("variant", [r for r in rows if r["clusters"] is None], lambda r: r["variant"]),
-              ("K", [r for r in rows if r["clusters"] is not None or r["variant"] == "pixelclip"],
-               lambda r: f"K={r['clusters'] or 'default'}")]
-    for ax, (title, subset, key) in zip(axes, groups, strict=True):
-        for label in dict.fromkeys(key(r) for r in subset):
-            runs = [r["val_miou"] for r in subset if key(r) == label and r["val_miou"]]
-            if not runs:
-                continue
-            steps = sorted(set.intersection(*(set(h) for h in runs)))
-            vals = [[h[s] for h in runs] for s in steps]
-            ax.plot(steps, [statistics.fmean(v) for v in vals], label=label, marker="o", ms=3)
-            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], alpha=0.15)
-        ax.axhline(base["miou"], color="grey", ls="--", lw=1, label="starting CLIP")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("zero-shot mIoU (%)")
-        ax.set_title(f"by {title}")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def draw_segmentations(checkpoints: dict[str, str], tb: dict, path: Path, opts, n: int = 4) -> None:
-    """Held-out scenes: image, truth, the starting CLIP, then one column per fine-tuned checkpoint
-    ({title: .safetensors URI}); a legend of the class colours below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pipelines.models import load_segmenter
-    from pixelclip.config import SYNTH_CHECKPOINT
-    from pixelclip.synth import CLASS_NAMES, SceneConfig, scene_at
-    from pixelclip.viz import palette
-
-    names = list(CLASS_NAMES)
-    from matplotlib.patches import Patch
-
-    models = {"starting CLIP": load_segmenter(f"openclip:pixelclip-synth-vit:{SYNTH_CHECKPOINT}", templates="single",
-                                              image_size=tb["scene_px"], opts=opts)}
-    models.update({title: load_segmenter(uri, templates="single", opts=opts) for title, uri in checkpoints.items()})
-    colours = palette(len(names))
-    fig, axes = plt.subplots(n, 2 + len(models), figsize=(2.2 * (2 + len(models)), 2.2 * n))
-    for i in range(n):
-        scene = scene_at(tb["eval_seed"], i, "eval", SceneConfig(size=tb["scene_px"]))
-        panels = [("image", scene.image), ("truth", colours[scene.label])]
-        for title, seg in models.items():
-            panels.append((title, colours[seg.segment(scene.image, names)[0].cpu().numpy()]))
-        for j, (title, img) in enumerate(panels):
-            ax = axes[i, j]
-            ax.imshow(img)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title, fontsize=9)
-        present = sorted(set(scene.label.ravel().tolist()))
-        axes[i, 0].set_ylabel(", ".join(names[c] for c in present), fontsize=6)
-    handles = [Patch(color=colours[c] / 255, label=name) for c, name in enumerate(names)]
-    fig.legend(handles=handles, loc="lower center", ncol=8, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.09, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # -- the run ------------------------------------------------------------------------------------------------------
+
+def trial_checkpoint(sweep_name: str, trial: str, opts) -> str:
+    """The final checkpoint of one trial of a benchmark sweep (where `tune` keeps its training runs)."""
+    from pipelines.train import latest_checkpoint
+
+    run_uri = storage.join(DATA, "sweeps", sweep_name, "runs", f"{sweep_name}-{trial}")
+    ckpt = latest_checkpoint(run_uri, opts)
+    if ckpt is None:
+        raise RuntimeError(f"no checkpoint under {run_uri}")
+    return ckpt
+
 
 def pixelclip_checkpoints(rows: list[dict], opts) -> dict[str, str]:
     """{"PixelCLIP seed S": final checkpoint} of the components sweep's PixelCLIP trials (their sweep from
     the MLflow run's tags)."""
     import mlflow
 
-    from pipelines.train import latest_checkpoint
-
     client = mlflow.MlflowClient(os.environ.get("MLFLOW_TRACKING_URI"))
-    out = {}
-    for r in rows:
-        if r["variant"] == "pixelclip" and r["clusters"] is None:
-            sweep = client.get_run(r["run_id"]).data.tags["pixelclip.sweep"]
-            run_uri = storage.join(DATA, "sweeps", sweep, "runs", f"{sweep}-{r['trial']}")
-            ckpt = latest_checkpoint(run_uri, opts)
-            if ckpt is None:
-                raise RuntimeError(f"no checkpoint under {run_uri}")
-            out[f"PixelCLIP seed {r['seed']}"] = ckpt
+    out = {f"PixelCLIP seed {r['seed']}": trial_checkpoint(client.get_run(r["run_id"]).data.tags["pixelclip.sweep"],
+                                                           r["trial"], opts)
+           for r in rows if r["variant"] == "pixelclip" and r["clusters"] is None}
     return dict(sorted(out.items()))
 
 
@@ -421,10 +220,10 @@ def run(out_dir: Path, fast: bool = False, stack_dir: str = ".stack", lr_pilot: 
     base = baseline(data["eval"], tb, opts)
     model = model_config(tb)
     print("== sweep: components", flush=True)
-    comp = sweep(f"components-{stamp}", tb, model, data, data["eval"], _seeded(variants(list(CLASS_NAMES)),
+    comp = sweep(f"components-{stamp}", tb, model, data, "eval", _seeded(variants(list(CLASS_NAMES)),
                                                                                 tb["seeds"]), {}, opts)
     print("== sweep: clusters", flush=True)
-    clus = sweep(f"clusters-{stamp}", tb, model, data, data["eval"], _seeded({"pixelclip": []}, tb["cluster_seeds"]),
+    clus = sweep(f"clusters-{stamp}", tb, model, data, "eval", _seeded({"pixelclip": []}, tb["cluster_seeds"]),
                  {"prompts.num_clusters": tb["clusters"]}, opts)
     rows = curves(comp) + curves(clus)
     k_default = model["prompts"]["num_clusters"]
@@ -436,7 +235,7 @@ def run(out_dir: Path, fast: bool = False, stack_dir: str = ".stack", lr_pilot: 
               "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}", "testbed": tb, "baseline": base,
               "class_names": list(CLASS_NAMES), "n_stuff": NUM_STUFF, "summary": summary,
               "claims": claims(summary, base), "trials": rows, "choice": CHOICE,
-              "step0_vs_evaluate": _step0_gap(rows, base), "chance": chance(tb),
+              "step0_vs_evaluate": step0_gap(rows, base), "chance": chance(tb),
               "failed": [f"{r['variant']}/{r['seed']} K={r['clusters']}: {r['error']}" for r in rows if r["error"]],
               "minutes": (time.perf_counter() - t0) / 60}
     (out_dir / "results.json").write_text(json.dumps(result, indent=1))
@@ -451,7 +250,7 @@ def _lr_pilot(tb: dict, data: dict, stamp: str, opts, out_dir: Path) -> dict:
     tb = {**tb, "steps": 150}  # the pilot ran 150 steps; the budget then set 120 (x50 led at both)
     model = model_config(tb, 1.0)
     vs = {f"lr-x{s:g}": [f"optim.{k}={v * s:g}" for k, v in REFERENCE_LR.items()] for s in scales}
-    out = sweep(f"lr-pilot-{stamp}", tb, model, data, data["dev"], _seeded(vs, tb["seeds"][:1]), {}, opts)
+    out = sweep(f"lr-pilot-{stamp}", tb, model, data, "dev", _seeded(vs, tb["seeds"][:1]), {}, opts)
     rows = curves(out)
     pilot = {r["variant"]: r["val_miou"] for r in rows}
     (out_dir / "lr_pilot.json").write_text(json.dumps(pilot, indent=1))

@@ -21,7 +21,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -242,7 +242,7 @@ def train_loop_per_worker(config: dict) -> None:
             if math.isfinite(m["loss"]):
                 losses.append(m["loss"])
             due_log, due_ckpt = step % config["log_every"] == 0, step % config["checkpoint_every"] == 0
-            due_val = bool(val_cfg) and (step % val_cfg.get("every", 100) == 0 or step == total)
+            due_val = bool(val_cfg) and (step % val_cfg["every"] == 0 or step == total)
             if due_log or due_ckpt or due_val or step == total:
                 if validator is not None and due_val:
                     last_val = {**validator(task), "val_step": step}
@@ -290,7 +290,7 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
     loop_config = {"model": job.model, "data": job.data, "run_uri": storage.join(job.storage, job.name),
                    "log_every": job.log_every,
                    "checkpoint_every": job.checkpoint_every, "tracking_uri": tracking_uri,
-                   "validation": job.validation,
+                   "validation": _validation_dict(job.validation),
                    "run_id": mlflow_run(job, tracking_uri)}
     return TorchTrainer(
         train_loop_per_worker,
@@ -305,6 +305,15 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
             worker_runtime_env={"env_vars": worker_env(opts, tracking_uri)}),
         datasets={"train": ds},
     ), loop_config
+
+
+def _validation_dict(validation: dict | None) -> dict | None:
+    """The job's validation settings with every default filled in (what the workers read)."""
+    if validation is None:
+        return None
+    from pipelines.validation import ValidationConfig
+
+    return asdict(ValidationConfig(**validation).validate())
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -14,7 +14,8 @@ import pytest
 
 import pixelclip
 from pipelines.stack import main as stack_main
-from pipelines.synth_bench import claims, summarize, variants
+from pipelines.synth_bench import variants
+from pipelines.synth_report import claims, summarize
 from pipelines.tune import TuneJobConfig
 from pixelclip.synth import CLASS_NAMES
 from tests.test_stack import _left
