@@ -136,29 +136,43 @@ def _convert_shard(row: dict, cfg: PrepareConfig, opts: storage.StorageOptions |
             continue
         yield {**rec, "source": uri, "member": f"{stem}.jpg", "mask_source": "sa1b"}
     seen -= counts["corrupt_tar"]  # the stream error is not an image
-    stats.add.remote(seen + sampled_out, dict(counts), examples[:20], sampled_out)
+    _count(stats, seen + sampled_out, dict(counts), examples[:20], sampled_out)
+
+
+def _count(stats, images_in: int, skipped: dict, examples: list, sampled_out: int = 0) -> None:
+    """Add to the stats actor and wait until it has: the stage reads the totals as soon as the dataset
+    is written, and an add still in flight from a finished task would be lost to the summary."""
+    import ray
+
+    ray.get(stats.add.remote(images_in, skipped, examples, sampled_out))
 
 
 def _image_rows(row: dict, cfg: PrepareConfig, opts, stats) -> Iterator[dict]:
     """flat_map body for the dino / sam sources: images (from a tar or a JPEG file) to mask."""
     uri = row["uri"]
     wanted = lambda stem: keep_sample(stem, cfg.sample, cfg.seed)  # noqa: E731
-    if uri.endswith(".tar"):
-        for stem, pair, problem in iter_tar_pairs(uri, opts, cfg.max_pending, wanted, need=("jpg",)):
-            if pair is not None:
-                yield {"uri": uri, "image_id": stem, "member": f"{stem}.jpg", "jpeg": pair["jpg"]}
-            elif problem == "sampled_out":
-                stats.add.remote(1, {}, [], 1)
-            elif problem:
-                reason, _, detail = problem.partition(": ")
-                stats.add.remote(int(reason != "corrupt_tar"), {reason: 1},
-                                 [{"shard": uri, "member": f"{stem}.jpg", "reason": reason, "detail": detail[:200]}])
+    if not uri.endswith(".tar"):
+        stem = uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if wanted(stem):
+            yield {"uri": uri, "image_id": stem, "member": uri.rsplit("/", 1)[-1],
+                   "jpeg": storage.read_bytes(uri, opts)}
+        else:
+            _count(stats, 1, {}, [], 1)
         return
-    stem = uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    if wanted(stem):
-        yield {"uri": uri, "image_id": stem, "member": uri.rsplit("/", 1)[-1], "jpeg": storage.read_bytes(uri, opts)}
-    else:
-        stats.add.remote(1, {}, [], 1)
+    # images that reach the mask actor are counted there; here only what never gets that far
+    images_in, sampled_out, counts, examples = 0, 0, Counter(), []
+    for stem, pair, problem in iter_tar_pairs(uri, opts, cfg.max_pending, wanted, need=("jpg",)):
+        if pair is not None:
+            yield {"uri": uri, "image_id": stem, "member": f"{stem}.jpg", "jpeg": pair["jpg"]}
+        elif problem == "sampled_out":
+            images_in, sampled_out = images_in + 1, sampled_out + 1
+        elif problem:
+            reason, _, detail = problem.partition(": ")
+            images_in += int(reason != "corrupt_tar")
+            counts[reason] += 1
+            examples.append({"shard": uri, "member": f"{stem}.jpg", "reason": reason, "detail": detail[:200]})
+    if images_in or counts:
+        _count(stats, images_in, dict(counts), examples[:20], sampled_out)
 
 
 def _records_table(records: list[dict]) -> pa.Table:
@@ -270,7 +284,7 @@ class MaskModelActor:
                             "member": str(batch["member"][i]), "mask_source": self.cfg.source})
         for ex in examples:
             log.warning("skipped %s in %s: %s", ex["member"], ex["shard"], ex["detail"])
-        self.stats.add.remote(len(batch["jpeg"]), dict(counts), examples)
+        _count(self.stats, len(batch["jpeg"]), dict(counts), examples)
         return _records_table(records)
 
 

@@ -78,7 +78,7 @@ def training_dataset(uri: str, cfg: Config, opts: storage.StorageOptions | None 
     opts = opts or storage.StorageOptions.from_env()
     storage.check_readable(uri, (".parquet",), opts)
     fs, path = storage.arrow_fs(uri, opts)
-    ds = ray.data.read_parquet(path, filesystem=fs, columns=COLUMNS)
+    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(COLUMNS)  # projection is pushed into the read
     augment = ViewAugment(cfg.data, cfg.backbone.image_size)
     return ds.map(decode_row, fn_kwargs={"augment": augment, "seed": seed})
 

@@ -110,6 +110,9 @@ def test_sampling_is_deterministic(store, ray_local, raw):
     ids = set(_ids("s3://data/sampled/", store))
     assert ids and all(keep_sample(i, 0.5, 3) for i in ids)
     assert 0.2 < s["images_written"] / 48 < 0.8 and s["sampled_out"] > 0
+    # every image is accounted for once every shard's counts have reached the stats actor
+    tar_errors = s["skipped"].get("corrupt_tar", 0)
+    assert s["images_in"] == s["images_written"] + s["sampled_out"] + s["skipped_total"] - tar_errors
     cfg.output, cfg.overwrite = "s3://data/sampled/", True
     run_prepare(cfg, store)
     assert set(_ids("s3://data/sampled/", store)) == ids

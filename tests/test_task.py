@@ -77,6 +77,7 @@ def test_thirty_steps_halve_the_loss(preset):
     assert trainer.step_count == 30 and trainer.skipped == 0
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # the schedule alone, no steps
 def test_schedule_and_groups(tiny_task, tiny_cfg):
     trainer = pixelclip.Trainer(tiny_task, tiny_cfg)
     groups = {g["name"]: g for g in trainer.optimizer.param_groups}
