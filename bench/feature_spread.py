@@ -8,8 +8,8 @@ For the starting CLIP and for the final checkpoint of every trial of a SynthScen
 - `cos to mean`: the mean cosine between each position's dense feature (MaskCLIP readout, normalised)
   and the image's mean feature. 1.0 means every position carries the same (global) feature, so a
   zero-shot segmentation can only name one class per image;
-- `classes/image`: how many distinct classes the zero-shot segmentation predicts per image (the truth
-  has 3.4 on average);
+- `classes/image`: how many distinct classes the zero-shot segmentation predicts per image (the first
+  line printed gives the truth's count on the same scenes);
 - the trial's final validation mIoU.
 """
 

@@ -176,6 +176,7 @@ def draw_segmentations(checkpoints: dict[str, str], tb: dict, path: Path, opts, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     from pipelines.models import load_segmenter
     from pixelclip.config import SYNTH_CHECKPOINT
@@ -183,8 +184,6 @@ def draw_segmentations(checkpoints: dict[str, str], tb: dict, path: Path, opts, 
     from pixelclip.viz import palette
 
     names = list(CLASS_NAMES)
-    from matplotlib.patches import Patch
-
     models = {"starting CLIP": load_segmenter(f"openclip:pixelclip-synth-vit:{SYNTH_CHECKPOINT}", templates="single",
                                               image_size=tb["scene_px"], opts=opts)}
     models.update({title: load_segmenter(uri, templates="single", opts=opts) for title, uri in checkpoints.items()})

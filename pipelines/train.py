@@ -52,6 +52,7 @@ class TrainJobConfig:
     parent_run_id: str | None = None  # MLflow parent run (a sweep's); the run becomes its child
     tags: dict = field(default_factory=dict)  # extra MLflow tags of the run
     validation: dict | None = None  # zero-shot mIoU while training: pipelines.validation.ValidationConfig fields
+    #   (validate() fills in every default: what the workers read)
 
     def validate(self) -> TrainJobConfig:
         from pixelclip.config import config_from_dict
@@ -73,7 +74,7 @@ class TrainJobConfig:
             if not isinstance(self.validation, dict):
                 raise ValueError(f"train.validation must be a mapping, got {self.validation!r}")
             try:
-                ValidationConfig(**self.validation).validate()
+                self.validation = asdict(ValidationConfig(**self.validation).validate())
             except TypeError as e:
                 raise ValueError(f"train.validation: {e}") from None
         return self
@@ -290,7 +291,7 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
     loop_config = {"model": job.model, "data": job.data, "run_uri": storage.join(job.storage, job.name),
                    "log_every": job.log_every,
                    "checkpoint_every": job.checkpoint_every, "tracking_uri": tracking_uri,
-                   "validation": _validation_dict(job.validation),
+                   "validation": job.validation,
                    "run_id": mlflow_run(job, tracking_uri)}
     return TorchTrainer(
         train_loop_per_worker,
@@ -305,15 +306,6 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
             worker_runtime_env={"env_vars": worker_env(opts, tracking_uri)}),
         datasets={"train": ds},
     ), loop_config
-
-
-def _validation_dict(validation: dict | None) -> dict | None:
-    """The job's validation settings with every default filled in (what the workers read)."""
-    if validation is None:
-        return None
-    from pipelines.validation import ValidationConfig
-
-    return asdict(ValidationConfig(**validation).validate())
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

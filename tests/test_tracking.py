@@ -49,15 +49,9 @@ def _listening(pids: list[int]) -> set[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def opts(store):
-    """The session's SeaweedFS (tests/conftest.py), whose bucket holds the artifacts."""
-    return store
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, opts):
+def server(tmp_path_factory, store):
     """One MLflow server (SQLite backend, artifacts proxied to SeaweedFS) for the module."""
-    srv = MLflowServer(tmp_path_factory.mktemp("mlflow"), artifacts_uri=ARTIFACTS, storage_opts=opts)
+    srv = MLflowServer(tmp_path_factory.mktemp("mlflow"), artifacts_uri=ARTIFACTS, storage_opts=store)
     try:
         yield srv.start()
     finally:
@@ -75,7 +69,7 @@ def mlflow(server):
 # -- runs and artifacts ------------------------------------------------------------------------------------------
 
 
-def test_run_params_metrics_and_artifact_land_in_bucket(mlflow, server, opts, tmp_path):
+def test_run_params_metrics_and_artifact_land_in_bucket(mlflow, server, store, tmp_path):
     exp_id = mlflow.create_experiment("pixelclip-test")
     assert mlflow.get_experiment(exp_id).artifact_location == f"mlflow-artifacts:/{exp_id}"  # proxied
     payload = os.urandom(2048) + b"pixelclip"
@@ -94,8 +88,8 @@ def test_run_params_metrics_and_artifact_land_in_bucket(mlflow, server, opts, tm
     assert [m.step for m in history] == [0, 1, 2]
 
     key = f"{ARTIFACTS}/{exp_id}/{run_id}/artifacts/notes/note.bin"
-    assert key in storage.list_files(ARTIFACTS, opts=opts)  # the object really is in SeaweedFS
-    assert storage.read_bytes(key, opts) == payload
+    assert key in storage.list_files(ARTIFACTS, opts=store)  # the object really is in SeaweedFS
+    assert storage.read_bytes(key, store) == payload
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="notes/note.bin",
                                                 dst_path=str(tmp_path / "back"))
     assert Path(local).read_bytes() == payload
@@ -103,7 +97,7 @@ def test_run_params_metrics_and_artifact_land_in_bucket(mlflow, server, opts, tm
     assert not (server.data_dir / "mlartifacts").exists()
 
 
-def test_model_registry_alias(mlflow, opts):
+def test_model_registry_alias(mlflow, store):
     class Echo(mlflow.pyfunc.PythonModel):
         def predict(self, context, model_input: list[str], params=None) -> list[str]:
             return model_input
@@ -117,13 +111,13 @@ def test_model_registry_alias(mlflow, opts):
 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     assert model.predict(["cat", "grass", "sky"]) == ["cat", "grass", "sky"]
-    assert any(f.endswith("/MLmodel") for f in storage.list_files(ARTIFACTS, opts=opts))
+    assert any(f.endswith("/MLmodel") for f in storage.list_files(ARTIFACTS, opts=store))
 
 
 # -- the server's life -------------------------------------------------------------------------------------------
 
 
-def test_start_is_idempotent_loopback_only_and_hides_secrets(server, opts):
+def test_start_is_idempotent_loopback_only_and_hides_secrets(server, store):
     st = server.status()
     again = MLflowServer(server.data_dir).start(timeout=10)
     assert again.status()["pid"] == st["pid"] and again.tracking_uri == server.tracking_uri
@@ -140,7 +134,7 @@ def test_start_is_idempotent_loopback_only_and_hides_secrets(server, opts):
     cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().decode() for pid in st["processes"]]
     texts = [out.stdout + out.stderr, server.log_file.read_text(), server.state_file.read_text(), *cmdlines,
              repr(server), json.dumps(st)]
-    assert not [t for t in texts if opts.secret_key in t]
+    assert not [t for t in texts if store.secret_key in t]
 
 
 def test_check_tracking_fails_fast(server, store):
@@ -155,7 +149,7 @@ def test_check_tracking_fails_fast(server, store):
         check_tracking("sqlite:///mlflow.db")
 
 
-def test_bad_configurations_are_explained(tmp_path, opts):
+def test_bad_configurations_are_explained(tmp_path, store):
     with pytest.raises(TrackingError, match="not a database"):
         MLflowServer(tmp_path / "a", backend_uri=f"file://{tmp_path}/mlruns")
     with socket.socket() as busy:
@@ -164,7 +158,7 @@ def test_bad_configurations_are_explained(tmp_path, opts):
         with pytest.raises(TrackingError, match="already in use"):
             MLflowServer(tmp_path / "b", port=busy.getsockname()[1]).start()
     with pytest.raises(TrackingError, match="bucket 'missing' does not exist"):
-        MLflowServer(tmp_path / "c", artifacts_uri="s3://missing/artifacts", storage_opts=opts).start()
+        MLflowServer(tmp_path / "c", artifacts_uri="s3://missing/artifacts", storage_opts=store).start()
     assert tracking_pids(tmp_path / "c") == []
 
 
