@@ -199,7 +199,10 @@ def _task_config(task, config) -> dict:
                          "must carry it so that the model can be rebuilt when it loads")
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     parsed = pixelclip.load_config(cfg)  # ConfigError (a ValueError) names a bad field
-    if (parsed.backbone.name, parsed.backbone.image_size) != (task.model_name, task.image_size):
+    from pixelclip.model.backbone import resolve_model_name
+
+    built = resolve_model_name(parsed.backbone.name, parsed.backbone.pretrained)
+    if (built, parsed.backbone.image_size) != (task.model_name, task.image_size):
         raise ValueError(f"config describes {parsed.backbone.name} at {parsed.backbone.image_size} px, the task "
                          f"is {task.model_name} at {task.image_size} px: pass the config it was built from")
     return cfg

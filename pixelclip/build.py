@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from .config import Config
-from .model.backbone import DenseEncoder, create_clip, default_trainable, preprocess_stats, set_trainable
+from .model.backbone import (
+    DenseEncoder,
+    create_clip,
+    default_trainable,
+    preprocess_stats,
+    resolve_model_name,
+    set_trainable,
+)
 from .model.classes import ClassCentroids, FixedClasses
 from .model.decoder import MaskDecoder
 from .model.momentum import make_teacher
@@ -16,10 +23,12 @@ from .task import PixelCLIP
 def build_pixelclip(cfg: Config, device: str | torch.device = "cpu") -> PixelCLIP:
     """Create the open_clip model named by `cfg.backbone` and wire student, teacher, frozen text
     encoder, learnable prompts and decoder around it. Random initialisation uses `cfg.seed` and
-    leaves the global RNG untouched."""
+    leaves the global RNG untouched. The open_clip configuration built is the one whose activation the
+    weights were trained with (`resolve_model_name`; `task.model_name` names it)."""
+    name = resolve_model_name(cfg.backbone.name, cfg.backbone.pretrained)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        clip, tokenizer = create_clip(cfg.backbone.name, cfg.backbone.pretrained, device)
+        clip, tokenizer = create_clip(name, cfg.backbone.pretrained, device)
         clip.eval()
         for p in clip.parameters():
             p.requires_grad_(False)
@@ -41,5 +50,6 @@ def build_pixelclip(cfg: Config, device: str | torch.device = "cpu") -> PixelCLI
         decoder = MaskDecoder(d.hidden, d.mid, d.groups, out_size=cfg.data.mask_size)
     task = PixelCLIP(clip, student, teacher, text, prompts, decoder, epsilon=cfg.cluster.epsilon,
                      sinkhorn_iters=cfg.cluster.sinkhorn_iters, image_size=cfg.backbone.image_size,
-                     mask_size=cfg.data.mask_size, model_name=cfg.backbone.name, mode=cfg.cluster.mode)
+                     mask_size=cfg.data.mask_size, model_name=name, mode=cfg.cluster.mode,
+                     sinkhorn_start=cfg.cluster.sinkhorn_start, teacher_mode=cfg.momentum.teacher_mode)
     return task.to(device)

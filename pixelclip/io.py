@@ -57,7 +57,8 @@ def save_checkpoint(path: str | Path, task: PixelCLIP, optimizer=None, scheduler
     """Write a self-contained checkpoint to `path` (a local file; the pipelines upload it)."""
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in _module_tensors(task).items()}
-    meta: dict[str, Any] = {"format": FORMAT, "step": int(step), "config": config or {}, "extra": extra or {}}
+    meta: dict[str, Any] = {"format": FORMAT, "step": int(step), "config": _built_config(task, config),
+                            "extra": extra or {}}
     if optimizer is not None:
         opt_tensors, meta["optimizer"] = _optim_split(optimizer)
         tensors.update({k: v.detach().contiguous().cpu() for k, v in opt_tensors.items()})
@@ -68,6 +69,16 @@ def save_checkpoint(path: str | Path, task: PixelCLIP, optimizer=None, scheduler
     save_file(tensors, str(tmp), metadata={"pixelclip": json.dumps(meta)})
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint under the final name
     return path
+
+
+def _built_config(task: PixelCLIP, config: dict | None) -> dict:
+    """`config` with `backbone.name` set to the configuration the task was built as (`ViT-B-16` with
+    OpenAI's weights is built as `ViT-B-16-quickgelu`): a checkpoint rebuilds without its pretrained
+    tag, so the name alone must give the right activation."""
+    config = dict(config or {})
+    if task.model_name and isinstance(config.get("backbone"), dict):
+        config["backbone"] = {**config["backbone"], "name": task.model_name}
+    return config
 
 
 def _parse_meta(f, path) -> dict:
@@ -145,7 +156,9 @@ def load_checkpoint(path: str | Path, task: PixelCLIP, optimizer=None, scheduler
 
 def export_open_clip(task: PixelCLIP, path: str | Path) -> Path:
     """Save the fine-tuned CLIP (student image tower + frozen text tower) as an open_clip state
-    dict in safetensors. Load it with `open_clip.create_model(name, pretrained=str(path))`.
+    dict in safetensors. Load it with `open_clip.create_model(task.model_name, pretrained=str(path))`;
+    the name (the configuration the task was built as, e.g. `ViT-B-16-quickgelu` for OpenAI's weights,
+    so the activation is right) is also in the file's metadata under "open_clip_model".
 
     If `path` is a directory, it also gets `open_clip_config.json`, so that
     `open_clip.create_model("local-dir:" + str(path))` works without knowing the model name.
@@ -163,7 +176,7 @@ def export_open_clip(task: PixelCLIP, path: str | Path) -> Path:
             (path / "open_clip_config.json").write_text(
                 json.dumps({"model_cfg": cfg, "preprocess_cfg": pp}, indent=2))
         path = path / "open_clip_model.safetensors"
-    save_file(state, str(path))
+    save_file(state, str(path), metadata={"open_clip_model": task.model_name} if task.model_name else None)
     return path
 
 

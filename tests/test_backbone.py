@@ -102,3 +102,76 @@ def test_bad_backbone_names():
         create_clip("no-such-model", None)
     with pytest.raises(ValueError, match="neither a file nor a tag"):
         create_clip("pixelclip-tiny-vit", "/no/such/file.safetensors")
+
+
+@pytest.fixture
+def stub_weights(monkeypatch):
+    """open_clip's real tag path (pretrained config, preprocessing, QuickGELU check), with the download
+    and the weight loading stubbed out: the architecture is what a user with the weights gets."""
+    import open_clip.factory as factory
+
+    monkeypatch.setattr(factory, "download_pretrained", lambda cfg, cache_dir=None: "stubbed-weights")
+    monkeypatch.setattr(factory, "load_checkpoint", lambda *a, **k: None)
+
+
+def _activations(module) -> set[str]:
+    return {type(m).__name__ for m in module.modules() if "gelu" in type(m).__name__.lower()}
+
+
+@pytest.mark.parametrize(("name", "tag", "built", "act"), [
+    ("ViT-B-16", "openai", "ViT-B-16-quickgelu", "QuickGELU"),  # the vit_b16 preset as a user may write it
+    ("ViT-B-16-quickgelu", "openai", "ViT-B-16-quickgelu", "QuickGELU"),
+    ("ViT-B-16", "laion2b_s34b_b88k", "ViT-B-16", "GELU"),
+    ("convnext_base_w_320", "laion_aesthetic_s13b_b82k", "convnext_base_w_320", "GELU"),
+])
+def test_activation_is_the_weights(stub_weights, name, tag, built, act):
+    """The model is built with the activation its weights were trained with, in both towers, and
+    open_clip has nothing to warn about."""
+    import warnings
+
+    from pixelclip.model.backbone import resolve_model_name
+
+    assert resolve_model_name(name, tag) == built
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="QuickGELU mismatch")
+        model, _ = create_clip(name, tag)
+    assert _activations(model.visual) == {act} and _activations(model.transformer) == {act}
+
+
+def test_preset_builds_quickgelu_and_checkpoints_carry_it(stub_weights):
+    """The vit_b16 preset written with the plain name builds QuickGELU; the task's model_name (what
+    checkpoints, exports and registry models record) is the -quickgelu configuration."""
+    from pixelclip.io import _built_config
+
+    cfg = pixelclip.load_config("vit_b16", ["backbone.name=ViT-B-16"])
+    task = pixelclip.build_pixelclip(cfg)
+    assert task.model_name == "ViT-B-16-quickgelu"
+    assert _activations(task.student.visual) == _activations(task.teacher.visual) == {"QuickGELU"}
+    assert _built_config(task, cfg.to_dict())["backbone"]["name"] == "ViT-B-16-quickgelu"
+    rebuilt = open_clip.create_model(task.model_name)  # what load_pixelclip does (weights from the file)
+    assert _activations(rebuilt) == {"QuickGELU"}
+
+
+def test_unknown_tag_is_one_clear_error():
+    from pixelclip.model.backbone import resolve_model_name
+
+    with pytest.raises(ValueError, match=r"backbone.pretrained 'opneai' is neither a file nor a tag of ViT-B-16 "
+                                         r"\(tags: openai, "):
+        resolve_model_name("ViT-B-16", "opneai")
+    with pytest.raises(ValueError, match="must exist on this machine"):
+        resolve_model_name("ViT-B-16", "/no/such/weights.pt")
+    with pytest.raises(ValueError, match="not an open_clip model configuration"):
+        resolve_model_name("ViT-B-17", "openai")
+
+
+def test_convnext_teacher_in_train_mode_keeps_stochastic_depth(stub_weights):
+    """convnext_base_w_320 has stochastic depth 0.1: with teacher_mode "train" (the authors') the teacher's
+    features vary from call to call while training, with "eval" they do not."""
+    cfg = pixelclip.load_config("convnext_b", ["backbone.image_size=64", "prompts.num_clusters=4"])
+    task = pixelclip.build_pixelclip(cfg).train()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = task.teacher(x), task.teacher(x)
+        assert not torch.equal(a, b)
+        task.teacher.eval()
+        assert torch.equal(task.teacher(x), task.teacher(x))

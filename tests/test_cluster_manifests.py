@@ -324,7 +324,7 @@ def test_rayjob_entrypoint_is_a_valid_cli_command_for_its_cluster(stage, dry_cli
     if stage in ("train", "tune"):
         assert gpu_start >= 1 and gpu_max >= job.workers, f"{job.workers} GPU workers; GPUs {gpu_start}..{gpu_max}"
         assert job.workers * job.cpus_per_worker < cpu_start, "no CPU left for Ray Data (the stage refuses)"
-        assert job.model["backbone"]["name"] == "ViT-B-16", "the paper's ViT-B/16 recipe"
+        assert job.model["backbone"]["name"] == "ViT-B-16-quickgelu", "the paper's ViT-B/16 recipe, with QuickGELU"
     if stage == "train":
         assert gpu_start >= job.workers, "a fixed gang of one GPU per DDP worker"
     if stage == "tune":

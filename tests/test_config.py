@@ -5,7 +5,8 @@ from pixelclip.config import PRESETS, ConfigError, load_config
 
 def test_presets_follow_the_paper():
     vit, cnx = load_config("vit_b16"), load_config("convnext_b")
-    assert (vit.backbone.name, vit.backbone.pretrained, vit.backbone.image_size) == ("ViT-B-16", "openai", 320)
+    assert (vit.backbone.name, vit.backbone.pretrained) == ("ViT-B-16-quickgelu", "openai")  # OpenAI's activation
+    assert vit.backbone.image_size == 320
     assert vit.cluster.epsilon == 0.01 and cnx.cluster.epsilon == 1.0
     assert cnx.backbone.image_size == 640 and cnx.backbone.name == "convnext_base_w_320"
     for c in (vit, cnx):

@@ -14,6 +14,7 @@ Images enter in [0, 1]; the encoder normalises them with the model's mean and st
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from .vit_readout import READOUTS
 DENSE_MODES = ("plain", "maskclip", "sclip", "clearclip")  # readouts of the last block (ViT)
 _CONVNEXT_MODES = ("plain", "maskclip")  # both: norm + projection at each location
 _CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
+log = logging.getLogger("pixelclip")
 
 
 def register_model_configs() -> None:
@@ -41,24 +43,59 @@ def register_model_configs() -> None:
         open_clip.add_model_config(_CONFIG_DIR)
 
 
-def create_clip(name: str, pretrained: str | None = None, device: str | torch.device = "cpu"):
-    """Build an open_clip model and its tokenizer the open_clip way.
+def resolve_model_name(name: str, pretrained: str | None) -> str:
+    """The open_clip configuration to build for `name` with `pretrained`: the one whose activation the
+    weights were trained with.
 
-    `pretrained` is an open_clip tag (downloaded by open_clip where there is network), a local file
-    path, or None for random initialisation. Returns `(model, tokenizer)`.
+    open_clip records for each pretrained tag whether its weights use QuickGELU (OpenAI's, and the DFN
+    and MetaCLIP ViTs) but builds `name` as configured and only warns on a mismatch; fine-tuning cannot
+    repair the wrong activation (the MLPs and the text tower are frozen). So a tag that needs QuickGELU
+    on a GELU configuration resolves to its `-quickgelu` twin (`ViT-B-16` + `openai` ->
+    `ViT-B-16-quickgelu`), and the reverse to the plain twin; with no twin it is an error. For a local
+    weights file or random weights the name is kept: the file's activation is the configuration's, so
+    name a `-quickgelu` configuration for OpenAI weights. Raises ValueError for an unknown name or tag.
     """
     import open_clip
 
     register_model_configs()
-    if name not in open_clip.list_models() and not name.startswith(("hf-hub:", "local-dir:")):
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return name
+    if name not in open_clip.list_models():
         raise ValueError(f"backbone.name {name!r} is not an open_clip model configuration")
-    if pretrained and not Path(pretrained).is_file():
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        if pretrained not in tags:
-            raise ValueError(f"backbone.pretrained {pretrained!r} is neither a file nor a tag of {name} "
-                             f"(tags: {', '.join(tags) or 'none'})")
-    model = open_clip.create_model(name, pretrained=pretrained or None, device=device)
-    tokenizer = open_clip.get_tokenizer(name)
+    if not pretrained or Path(pretrained).is_file():
+        return name
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
+        hint = " (a local weights file must exist on this machine)" if "/" in pretrained or "." in pretrained else ""
+        raise ValueError(f"backbone.pretrained {pretrained!r} is neither a file nor a tag of {name}{hint} "
+                         f"(tags: {', '.join(tags) or 'none'})")
+    wants = bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
+    has = bool(open_clip.get_model_config(name).get("quick_gelu", False))
+    if wants == has:
+        return name
+    twin = f"{name}-quickgelu" if wants else name.removesuffix("-quickgelu")
+    known = twin != name and twin in open_clip.list_models()
+    if not known or pretrained not in open_clip.list_pretrained_tags_by_model(twin):
+        raise ValueError(f"backbone {name!r} uses {'GELU' if wants else 'QuickGELU'} but the weights {pretrained!r} "
+                         f"were trained with {'QuickGELU' if wants else 'GELU'}, and open_clip has no twin "
+                         "configuration with the right activation")
+    log.warning("backbone %s with weights %r: building %s, the weights were trained with %s",
+                name, pretrained, twin, "QuickGELU" if wants else "GELU")
+    return twin
+
+
+def create_clip(name: str, pretrained: str | None = None, device: str | torch.device = "cpu"):
+    """Build an open_clip model and its tokenizer the open_clip way.
+
+    `pretrained` is an open_clip tag (downloaded by open_clip where there is network), a local file
+    path, or None for random initialisation. The configuration is `resolve_model_name(name,
+    pretrained)`, so the activation matches the weights. Returns `(model, tokenizer)`.
+    """
+    import open_clip
+
+    built = resolve_model_name(name, pretrained)
+    model = open_clip.create_model(built, pretrained=pretrained or None, device=device)
+    tokenizer = open_clip.get_tokenizer(built)
     return model, tokenizer
 
 
