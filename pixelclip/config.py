@@ -31,8 +31,11 @@ def _check(cond: bool, name: str, msg: str, value: Any) -> None:
 
 @dataclass
 class BackboneConfig:
-    # open_clip model name, e.g. "ViT-B-16", "convnext_base_w_320", or a project config "pixelclip-tiny-vit".
-    name: str = "ViT-B-16"
+    # open_clip model name, e.g. "ViT-B-16-quickgelu", "convnext_base_w_320", or a project config
+    # "pixelclip-tiny-vit". The activation must be the weights': OpenAI's were trained with QuickGELU, so
+    # their ViT-B/16 is "ViT-B-16-quickgelu" (given "ViT-B-16" with a tag that needs QuickGELU, the builder
+    # switches to the -quickgelu twin and says so; for a local weights file the name decides).
+    name: str = "ViT-B-16-quickgelu"
     # open_clip pretrained tag ("openai"), a local file path, or None for random initialisation.
     pretrained: str | None = "openai"
     # Square input resolution of the dense encoder (ViT-B/16: 320 -> 20x20 grid).
@@ -77,10 +80,16 @@ class ClusterConfig:
     # The fourth ablation of Table 3a, "w/o momentum encoder", is momentum.gamma=0.
     mode: str = "prompts"
     class_names: list[str] = field(default_factory=list)  # mode "names" only
+    # Where the Sinkhorn plan starts: "softmax" (the authors': each mask's softmax over the K clusters,
+    # so every mask enters with mass 1) or "exp" (SwAV's exp(logits - max), which lets confident masks
+    # weigh more in the first cluster balancing). The paper does not say.
+    sinkhorn_start: str = "softmax"
 
     def validate(self, p: str) -> None:
         _check(self.epsilon > 0, f"{p}.epsilon", "must be > 0", self.epsilon)
         _check(self.sinkhorn_iters >= 1, f"{p}.sinkhorn_iters", "must be >= 1", self.sinkhorn_iters)
+        _check(self.sinkhorn_start in ("softmax", "exp"), f"{p}.sinkhorn_start", "must be softmax or exp",
+               self.sinkhorn_start)
         _check(self.mode in CLUSTER_MODES, f"{p}.mode", f"must be one of {', '.join(CLUSTER_MODES)}", self.mode)
         if self.mode == "names":
             _check(len(self.class_names) >= 2 and all(n.strip() for n in self.class_names), f"{p}.class_names",
@@ -93,9 +102,15 @@ class ClusterConfig:
 @dataclass
 class MomentumConfig:
     gamma: float = 0.999  # teacher <- gamma * teacher + (1 - gamma) * student, every step
+    # The teacher's module mode while training: "train" (the authors': ConvNeXt's stochastic depth, 0.1
+    # in convnext_base_w_320, stays active in the teacher; no effect on CLIP ViTs, which have no dropout)
+    # or "eval" (a deterministic teacher).
+    teacher_mode: str = "train"
 
     def validate(self, p: str) -> None:
         _check(0.0 <= self.gamma <= 1.0, f"{p}.gamma", "must be in [0, 1]", self.gamma)
+        _check(self.teacher_mode in ("train", "eval"), f"{p}.teacher_mode", "must be train or eval",
+               self.teacher_mode)
 
 
 @dataclass
@@ -203,7 +218,7 @@ class Config:
 # small open_clip configurations shipped with the project (pixelclip/model_configs) for CPU runs.
 
 def _preset_vit_b16() -> dict:
-    return {"backbone": {"name": "ViT-B-16", "pretrained": "openai", "image_size": 320},
+    return {"backbone": {"name": "ViT-B-16-quickgelu", "pretrained": "openai", "image_size": 320},
             "cluster": {"epsilon": 0.01}}
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model.backbone import DenseEncoder
-from .model.cluster import cluster_usage, mask_pool, merged_targets, sinkhorn
+from .model.cluster import assign_masks, cluster_usage, mask_pool, merged_targets
 from .model.decoder import MaskDecoder
 from .model.prompts import TextEncoder
 
@@ -74,17 +74,21 @@ class PixelCLIP(nn.Module):
         text: the frozen `TextEncoder` of `clip`.  prompts: what masks are grouped onto: the
             learnable `ClassPrompts`, or (ablations) `ClassCentroids`, `FixedClasses`, None for mode "none".
         decoder: the training-only `MaskDecoder`.
-        epsilon: Sinkhorn entropy weight.  sinkhorn_iters: iterations.
+        epsilon: Sinkhorn entropy weight.  sinkhorn_iters: iterations.  sinkhorn_start: "softmax" | "exp".
         image_size: input resolution.  mask_size: target resolution.  model_name: open_clip name.
         mode: `cluster.mode` ("prompts", "centroids", "names", "none").
+        teacher_mode: "train" (follows the task's mode, as the authors') or "eval" (always eval).
     """
 
     def __init__(self, clip: nn.Module, student: DenseEncoder, teacher: DenseEncoder, text: TextEncoder,
                  prompts: nn.Module | None, decoder: MaskDecoder, epsilon: float, sinkhorn_iters: int,
-                 image_size: int, mask_size: int, model_name: str = "", mode: str = "prompts"):
+                 image_size: int, mask_size: int, model_name: str = "", mode: str = "prompts",
+                 sinkhorn_start: str = "softmax", teacher_mode: str = "train"):
         super().__init__()
         if (prompts is None) != (mode == "none"):
             raise ValueError(f"cluster mode {mode!r} {'takes no' if mode == 'none' else 'needs a'} class module")
+        if teacher_mode not in ("train", "eval"):
+            raise ValueError(f"teacher_mode must be 'train' or 'eval', got {teacher_mode!r}")
         self.clip = clip
         self.student = student
         self.teacher = teacher
@@ -93,14 +97,19 @@ class PixelCLIP(nn.Module):
         self.decoder = decoder
         self.epsilon = float(epsilon)
         self.sinkhorn_iters = int(sinkhorn_iters)
+        self.sinkhorn_start = sinkhorn_start
+        self.teacher_mode = teacher_mode
         self.image_size = int(image_size)
         self.mask_size = int(mask_size)
         self.model_name = model_name  # open_clip configuration name, for export
         self.mode = mode
 
     def train(self, mode: bool = True) -> PixelCLIP:
+        """Train mode; the teacher follows it when `teacher_mode` is "train" (the authors': ConvNeXt's
+        stochastic depth stays active in the teacher), else it stays in eval mode."""
         super().train(mode)
-        self.teacher.eval()  # the teacher never trains (no dropout, frozen statistics)
+        if self.teacher_mode == "eval":
+            self.teacher.eval()
         return self
 
     def class_features(self) -> torch.Tensor:
@@ -113,16 +122,13 @@ class PixelCLIP(nn.Module):
     @torch.no_grad()
     def assign_masks(self, weak: torch.Tensor, masks: torch.Tensor,
                      class_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher mask pooling + Sinkhorn + argmax. Returns (assign [B, N], probabilities [M, K])."""
-        feats = self.teacher(weak).float()  # [B, D, h, w]
-        pooled, area = mask_pool(feats, masks)  # [B, N, D], [B, N]
-        valid = area > 1  # masks of at most one pixel are dropped
-        logits = F.normalize(pooled[valid], dim=-1) @ class_feats.T / self.epsilon  # [M, K]
+        """Teacher features of the weak view (at the step's precision), then mask pooling, logits,
+        Sinkhorn and argmax in float32/float64 (`model.cluster.assign_masks`).
+        Returns (assign [B, N], plan [M, K] float64)."""
+        feats = self.teacher(weak)  # [B, D, h, w]
         # fixed class names already mean something: no online clustering (Table 3d), else Sinkhorn
-        q = torch.softmax(logits, dim=1) if self.mode == "names" else sinkhorn(logits, self.sinkhorn_iters)
-        assign = torch.full(valid.shape, -1, dtype=torch.long, device=masks.device)
-        assign[valid] = q.argmax(dim=1)
-        return assign, q
+        return assign_masks(feats, masks, class_feats, self.epsilon, self.sinkhorn_iters,
+                            balanced=self.mode != "names", start=self.sinkhorn_start)
 
     def forward(self, weak: torch.Tensor, strong: torch.Tensor, masks: torch.Tensor,
                 keep: torch.Tensor | None = None) -> StepOutput:
@@ -163,7 +169,9 @@ class PixelCLIP(nn.Module):
         """Without semantic clustering: the decoder predicts every mask from the cosine map between
         the student's features and that mask's pooled teacher feature; each mask is its own target."""
         with torch.no_grad():
-            pooled, area = mask_pool(self.teacher(weak).float(), masks)  # [B, N, D], [B, N]
+            feats = self.teacher(weak)  # [B, D, h, w]
+            with torch.autocast(feats.device.type, enabled=False):  # pooling in float32, as for clustering
+                pooled, area = mask_pool(feats.float(), masks)  # [B, N, D], [B, N]
             valid = area > 1  # [B, N]
             mask_feats = F.normalize(pooled, dim=-1)
             targets = masks.float() * valid[..., None, None]  # [B, N, M, M]

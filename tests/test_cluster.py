@@ -3,7 +3,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from pixelclip.model.cluster import cluster_usage, mask_pool, merged_targets, sinkhorn
+from pixelclip.model.cluster import assign_masks, cluster_usage, mask_pool, merged_targets, sinkhorn
 from tests.conftest import free_port
 
 
@@ -40,11 +40,62 @@ def _logits(m, k, eps, seed=0, scale=1.0):
     (500, 64, 0.01, 200),   # the sharp ViT recipe needs more iterations to reach 1e-3
     (40, 64, 0.01, 200),
 ])
-def test_sinkhorn_marginals(m, k, eps, iters):
-    q = sinkhorn(_logits(m, k, eps), iters)
-    assert q.shape == (m, k) and torch.isfinite(q).all() and (q >= 0).all()
-    torch.testing.assert_close(q.sum(1), torch.ones(m), atol=1e-3, rtol=0)  # each mask: mass 1
-    torch.testing.assert_close(q.sum(0), torch.full((k,), m / k), atol=1e-3, rtol=0)  # equipartition
+@pytest.mark.parametrize("start", ["softmax", "exp"])
+def test_sinkhorn_marginals(m, k, eps, iters, start):
+    q = sinkhorn(_logits(m, k, eps), iters, start)
+    assert q.shape == (m, k) and q.dtype == torch.float64 and torch.isfinite(q).all() and (q >= 0).all()
+    one = torch.ones(m, dtype=torch.float64)
+    torch.testing.assert_close(q.sum(1), one, atol=1e-3, rtol=0)  # each mask: mass 1
+    torch.testing.assert_close(q.sum(0), torch.full((k,), m / k, dtype=torch.float64), atol=1e-3, rtol=0)
+
+
+def test_sinkhorn_starts_from_a_per_mask_softmax():
+    """The default plan is the authors': Q = softmax over the clusters of each mask's logits, transposed,
+    then total 1, then three times rows to 1/K and columns to 1/M, then columns to 1. Written out here
+    step by step; the SwAV start exp(logits - max) gives a different plan on the same logits."""
+    logits = _logits(50, 8, 0.05, seed=1).double()
+    logits[:10] *= 3.0  # some confident masks: the starts differ where masks differ in confidence
+    q = torch.softmax(logits, dim=1).T  # [K, M]
+    q = q / q.sum()
+    for _ in range(3):
+        q = q / q.sum(dim=1, keepdim=True) / 8
+        q = q / q.sum(dim=0, keepdim=True) / 50
+    expected = (q * 50).T
+    torch.testing.assert_close(sinkhorn(logits, 3), expected, rtol=1e-12, atol=1e-12)
+    swav = sinkhorn(logits, 3, start="exp")
+    assert (swav - expected).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="sinkhorn start 'log'"):
+        sinkhorn(logits, 3, start="log")
+
+
+def _clip_like(b=4, n=24, k=16, d=64, seed=0):
+    """Teacher features and class features whose cosines sit near 0.2 +- 0.03, as real CLIP's do."""
+    g = torch.Generator().manual_seed(seed)
+    common = F.normalize(torch.randn(d, generator=g), dim=0)
+    cls = F.normalize(common + 0.9 * F.normalize(torch.randn(k, d, generator=g), dim=1), dim=1)  # [K, D]
+    feats = (common[None, :, None, None] * 0.3 + torch.randn(b, d, 8, 8, generator=g) * 0.05)  # [B, D, 8, 8]
+    masks = torch.zeros(b, n, 32, 32, dtype=torch.bool)
+    for i in range(b):
+        for j in range(n):
+            y, x = torch.randint(0, 28, (2,), generator=g).tolist()
+            masks[i, j, y:y + 4 + j % 5, x:x + 4] = True
+    return feats, masks, cls
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_assignment_under_bf16_autocast_equals_fp32(balanced):
+    """Pooling, logits, plan and argmax leave autocast: the same features give the same assignment
+    under CPU bf16 autocast as in fp32 (bf16 matmuls and a bf16 plan would flip some of them)."""
+    feats, masks, cls = _clip_like()
+    ref, _ = assign_masks(feats, masks, cls, epsilon=0.01, balanced=balanced)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, q = assign_masks(feats, masks, cls, epsilon=0.01, balanced=balanced)
+    assert q.dtype == torch.float64 and torch.equal(got, ref)
+    # the same inputs rounded to bf16 before and with bf16 logits: assignments would differ
+    pooled, area = mask_pool(feats, masks)
+    bf = (F.normalize(pooled[area > 1], dim=-1).bfloat16() @ cls.bfloat16().T / 0.01)
+    flipped = sinkhorn(bf.float(), 3).argmax(1) if balanced else bf.float().argmax(1)
+    assert (flipped != ref[area > 1]).any(), "the test's features must be ones where bf16 changes assignments"
 
 
 def test_sinkhorn_three_iterations_balance_sharp_logits():
@@ -53,7 +104,7 @@ def test_sinkhorn_three_iterations_balance_sharp_logits():
     logits = _logits(500, 64, 0.01, scale=0.3)
     logits[:, :4] += 30.0  # every mask is closest to one of the first four clusters
     q = sinkhorn(logits, 3)
-    torch.testing.assert_close(q.sum(1), torch.ones(500), atol=1e-5, rtol=0)
+    torch.testing.assert_close(q.sum(1), torch.ones(500, dtype=torch.float64), atol=1e-5, rtol=0)
     raw_used, raw_entropy = cluster_usage(logits.argmax(1), 64)
     used, entropy = cluster_usage(q.argmax(1), 64)
     assert raw_used <= 4 and used >= 32 and entropy > raw_entropy + 1.5

@@ -149,3 +149,30 @@ def test_images_outside_unit_range_are_refused(tiny_task, tiny_cfg):
     batch = synthetic_batch(tiny_cfg)
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
         tiny_task(**{**batch, "weak": batch["weak"] * 255})
+
+
+def test_clustering_leaves_bf16_autocast(tiny_task, tiny_cfg):
+    """Under bf16 autocast the teacher runs in bf16, but pooling, logits, Sinkhorn and argmax run in
+    float32/float64 on its output: the assignment equals the fp32 clustering of the same features."""
+    from pixelclip.model.cluster import assign_masks
+
+    batch = synthetic_batch(tiny_cfg, n_masks=12)
+    cls = tiny_task.class_features().detach()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = tiny_task.teacher(batch["weak"])  # [B, D, h, w] bf16, what the step's teacher gives
+        got, plan = tiny_task.assign_masks(batch["weak"], batch["masks"], cls)
+    assert feats.dtype == torch.bfloat16 and plan.dtype == torch.float64
+    ref, _ = assign_masks(feats.float(), batch["masks"], cls, tiny_task.epsilon, tiny_task.sinkhorn_iters)
+    assert torch.equal(got, ref)
+
+
+def test_teacher_mode_follows_the_config(tiny_cfg):
+    """teacher_mode "train" (the authors') leaves the teacher in train mode while training; "eval" keeps
+    it in eval mode. Inference (task.eval()) puts both in eval mode."""
+    task = pixelclip.build_pixelclip(tiny_cfg).train()
+    assert tiny_cfg.momentum.teacher_mode == "train" and task.teacher.training and task.student.training
+    frozen = pixelclip.build_pixelclip(pixelclip.load_config("tiny", ["momentum.teacher_mode=eval"])).train()
+    assert not frozen.teacher.training and frozen.student.training
+    assert not task.eval().teacher.training
+    with pytest.raises(pixelclip.ConfigError, match=r"momentum\.teacher_mode"):
+        pixelclip.load_config("tiny", ["momentum.teacher_mode=frozen"])

@@ -45,35 +45,71 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor
     return pooled, area
 
 
+SINKHORN_STARTS = ("softmax", "exp")
+
+
 @torch.no_grad()
-def sinkhorn(logits: torch.Tensor, n_iters: int = 3) -> torch.Tensor:
+def sinkhorn(logits: torch.Tensor, n_iters: int = 3, start: str = "softmax") -> torch.Tensor:
     """Soft assignment of M masks to K clusters with the equipartition constraint (SwAV style).
 
     logits [M, K] = cos(mask feature, cluster feature) / epsilon for this process's masks.
-    Q = exp(logits)^T [K, M]; normalise to total 1; then `n_iters` times: rows to 1/K, columns to
-    1/M; finally columns scaled back to sum 1. Sums and M are global over the process group.
-    Computed in float64 so that exp(-2 / epsilon) does not underflow for small epsilon.
-    Returns Q [M, K]: each row sums to 1; each column sums to about M_global / K.
+    The plan starts from Q [K, M] = the per-mask softmax of the logits over the K clusters ("softmax",
+    the authors') or exp(logits - global max) ("exp", SwAV's); normalised to total 1; then `n_iters`
+    times: rows to 1/K, columns to 1/M; finally columns scaled back to sum 1. The two starts differ
+    because the first step balances the clusters: the softmax gives every mask the same mass before it.
+    Sums and M are global over the process group. Float64 throughout (exp(-2 / epsilon) must not
+    underflow for small epsilon), and the plan is returned in float64 so that the argmax reads it there.
+    Returns Q [M, K] float64: each row sums to 1; each column sums to about M_global / K.
     """
+    if start not in SINKHORN_STARTS:
+        raise ValueError(f"sinkhorn start {start!r} is not one of {', '.join(SINKHORN_STARTS)}")
     K = logits.shape[1]
     q = logits.detach().to(torch.float64)
     count = _all_reduce(torch.tensor([float(q.shape[0])], device=q.device, dtype=torch.float64))
     m_global = float(count.item())
     if m_global == 0:
-        return q.new_zeros(q.shape).to(logits.dtype)
-    local_max = q.max() if q.numel() else torch.tensor(-math.inf, device=q.device, dtype=q.dtype)
-    shift = _all_reduce(local_max.reshape(1).clone(), op="max")  # one scalar for every process
-    q = torch.exp(q - shift).T  # [K, M]
+        return q.new_zeros(q.shape)
+    if start == "softmax":
+        q = torch.softmax(q, dim=1).T  # [K, M]: each mask's column sums to 1
+    else:
+        local_max = q.max() if q.numel() else torch.tensor(-math.inf, device=q.device, dtype=q.dtype)
+        shift = _all_reduce(local_max.reshape(1).clone(), op="max")  # one scalar for every process
+        q = torch.exp(q - shift).T  # [K, M]
     tiny = torch.finfo(q.dtype).tiny
-    q /= _all_reduce(q.sum().reshape(1)).clamp(min=tiny)
+    q /= _all_reduce(q.sum().reshape(1)).clamp(min=tiny)  # total mass 1
     for _ in range(n_iters):
         rows = _all_reduce(q.sum(dim=1, keepdim=True))  # [K, 1] global cluster masses
         q /= rows.clamp(min=tiny)
-        q /= K
+        q /= K  # each cluster: 1/K
         q /= q.sum(dim=0, keepdim=True).clamp(min=tiny)  # [1, M] each mask's mass (local)
-        q /= m_global
+        q /= m_global  # each mask: 1/M
     q *= m_global  # columns (masks) sum to 1
-    return q.T.to(logits.dtype)  # [M, K]
+    return q.T  # [M, K]
+
+
+@torch.no_grad()
+def assign_masks(features: torch.Tensor, masks: torch.Tensor, class_feats: torch.Tensor, epsilon: float,
+                 sinkhorn_iters: int = 3, balanced: bool = True, start: str = "softmax"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard assignment of every mask to one of K classes: mask pooling, cosine logits, plan, argmax.
+
+    features [B, D, h, w] (the teacher's, any dtype); masks [B, N, H, W] bool; class_feats [K, D].
+    Runs outside autocast whatever the caller's precision: pooling and the cosine logits in float32,
+    the plan in float64 (Sinkhorn when `balanced`, else a plain softmax: fixed class names), and the
+    argmax on the float64 plan, so bf16 training assigns exactly as fp32 does for the same features.
+    Returns assign [B, N] long (-1 for masks of at most one pixel, which are dropped) and the plan
+    [M, K] float64 of the M kept masks.
+    """
+    with torch.autocast(features.device.type, enabled=False):
+        pooled, area = mask_pool(features.float(), masks)  # [B, N, D], [B, N]
+        valid = area > 1  # masks of at most one pixel are dropped
+        cls = F.normalize(class_feats.float(), dim=-1)  # [K, D]
+        logits = F.normalize(pooled[valid], dim=-1) @ cls.T / epsilon  # [M, K] float32
+        # [M, K] float64: the Sinkhorn plan, or a plain softmax for fixed class names
+        q = sinkhorn(logits, sinkhorn_iters, start) if balanced else torch.softmax(logits.double(), dim=1)
+        assign = torch.full(valid.shape, -1, dtype=torch.long, device=masks.device)  # [B, N]
+        assign[valid] = q.argmax(dim=1)
+    return assign, q
 
 
 def merged_targets(masks: torch.Tensor, assign: torch.Tensor, num_clusters: int) -> torch.Tensor:
