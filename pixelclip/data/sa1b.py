@@ -54,8 +54,11 @@ class SampleError(ValueError):
 @dataclass
 class ConvertOptions:
     short_side: int = 750  # stored resolution: short side (the authors pre-halved SA-1B to 750)
-    min_area: int = 64  # masks with fewer pixels at the stored resolution are dropped
-    max_masks: int = 128  # keep the largest
+    # Masks as the authors keep them: every mask (about 100 per SA-1B image, some images 400+); training
+    # drops those of at most one pixel at data.mask_size in each crop. Raise min_area (pixels at the
+    # stored resolution) or set max_masks (the largest kept; 0: all) to make records smaller.
+    min_area: int = 1
+    max_masks: int = 0
     jpeg_quality: int = 90
 
 
@@ -136,7 +139,7 @@ def _record(image_id: str, im: Image.Image, resized: tuple[np.ndarray, np.ndarra
     """Select the largest masks (joined run lengths at `stored`), re-encode the image, build the record."""
     (h, w), (h2, w2) = size, stored
     areas = rle.areas(*resized)
-    order = [i for i in np.argsort(-areas, kind="stable") if areas[i] >= opts.min_area][: opts.max_masks]
+    order = [i for i in np.argsort(-areas, kind="stable") if areas[i] >= opts.min_area][: opts.max_masks or None]
     if not order:
         raise SampleError("no_masks", f"no mask has {opts.min_area} pixels at {h2}x{w2}")
     if im.size != (w2, h2):
@@ -160,3 +163,16 @@ def masks_record(image_id: str, image: Image.Image, masks: np.ndarray, opts: Con
     h2, w2 = stored_size(h, w, opts.short_side)
     resized = resize_joined([rle.mask_to_counts(m) for m in masks], (h, w), (h2, w2))
     return _record(image_id, image, resized, (h, w), (h2, w2), opts)
+
+
+def image_record(image_id: str, image: Image.Image, opts: ConvertOptions) -> dict:
+    """A training-ready record of an image alone, at the stored resolution, with no masks: for training
+    with masks computed on each crop (`--masks dino`), which never reads the records' masks."""
+    h, w = image.height, image.width
+    h2, w2 = stored_size(h, w, opts.short_side)
+    if image.size != (w2, h2):
+        image = image.resize((w2, h2), Image.BILINEAR, reducing_gap=None)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=opts.jpeg_quality)
+    return {"image_id": image_id, "image": buf.getvalue(), "height": h2, "width": w2, "orig_height": h,
+            "orig_width": w, "masks": [], "mask_area": [], "num_masks": 0}
