@@ -130,12 +130,16 @@ def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="SA-1B shards or JPEGs -> training-ready Parquet shards (Ray Data)")
     p.add_argument("--input", required=True, help="s3:// prefix or folder of sa_*.tar (or JPEGs for dino/sam)")
     p.add_argument("--output", required=True, help="s3:// prefix or folder for the Parquet shards")
-    p.add_argument("--source", choices=["sa1b", "dino", "sam"], default="sa1b")
+    p.add_argument("--source", choices=["sa1b", "dino", "sam", "images"], default="sa1b",
+                   help="sa1b: the shards' own masks; dino / sam: masks computed per image (GPU actors); images: "
+                        "no masks, for train --masks dino (masks per crop)")
     p.add_argument("--sample", type=float, default=1.0, help="fraction of images kept (paper: 0.05)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--short-side", type=int, default=750, help="stored short side (px)")
-    p.add_argument("--min-area", type=int, default=64, help="smallest mask kept, in stored pixels")
-    p.add_argument("--max-masks", type=int, default=128, help="masks kept per image, largest first")
+    p.add_argument("--min-area", type=int, default=1,
+                   help="smallest mask kept, in stored pixels (default 1: every mask, as the authors)")
+    p.add_argument("--max-masks", type=int, default=0,
+                   help="keep only the largest N masks per image (default 0: all)")
     p.add_argument("--weights", help="DINO / SAM weights: local or s3:// path")
     p.add_argument("--sam-model-type", default="vit_b")
     p.add_argument("--allow-random-weights", action="store_true", help="tests only: untrained mask models")
@@ -155,7 +159,7 @@ def _train(args) -> None:
                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                          max_failures=args.max_failures, register_as=args.register_as,
-                         validation=_validation(args)).validate()
+                         validation=_validation(args), masks=_masks(args)).validate()
     ray.init(address=args.address, ignore_reinit_error=True)
     print(summary_json(run_train(job)))
 
@@ -169,6 +173,15 @@ def _validation(args) -> dict | None:
     ((name, root),) = parse_benchmarks([args.validate]).items()
     return {"benchmark": name, "root": root, "every": args.validate_every, "limit": args.validate_limit,
             "class_names": args.validate_class_names, "split": args.validate_split}
+
+
+def _masks(args) -> dict | None:
+    """`--masks dino` (+ weights, actors, GPU share) -> TrainJobConfig.masks; None for the records' masks."""
+    if args.masks == "stored":
+        return None
+    return {"source": args.masks, "weights": args.dino_weights, "arch": args.dino_arch, "k": args.dino_k,
+            "actors": args.dino_actors, "gpus_per_actor": args.dino_gpu,
+            "allow_random_weights": args.allow_random_weights}
 
 
 def _add_training_args(p, what: str) -> None:
@@ -188,6 +201,17 @@ def _add_training_args(p, what: str) -> None:
     v.add_argument("--validate-limit", type=int, default=64, help="the first N images of the split")
     v.add_argument("--validate-class-names", help="a file (one class per line) with the split's own classes")
     v.add_argument("--validate-split", default="val")
+    m = p.add_argument_group("masks computed on each training crop (the paper's DINO recipe)")
+    m.add_argument("--masks", choices=["stored", "dino"], default="stored",
+                   help="stored: the records' own masks (default); dino: DINO k-means on every crop, on GPU actors")
+    m.add_argument("--dino-weights", help="DINO ViT-S/16 weights, local or s3:// (dino_deitsmall16_pretrain.pth)")
+    m.add_argument("--dino-arch", default="vit_small_patch16_224.dino",
+                   help="timm architecture of the weights (tiny: a small random ViT, for tests)")
+    m.add_argument("--dino-k", type=int, default=16, help="k-means clusters per crop (default 16)")
+    m.add_argument("--dino-actors", type=int, help="DINO actors (default: one per training worker)")
+    m.add_argument("--dino-gpu", type=float, default=0.25,
+                   help="each DINO actor's share of a GPU; each worker takes the rest of its GPU (default 0.25)")
+    m.add_argument("--allow-random-weights", action="store_true", help="tests only: masks from an untrained DINO")
 
 
 def _add_train(sub) -> None:
@@ -212,7 +236,8 @@ def _tune(args) -> None:
                         reduction_factor=args.reduction_factor, max_concurrent=args.max_concurrent,
                         workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                        register_as=args.register_as, alias=args.alias, validation=_validation(args))
+                        register_as=args.register_as, alias=args.alias, validation=_validation(args),
+                        masks=_masks(args))
     from pipelines.storage import StorageOptions
     from pipelines.train import worker_env
 

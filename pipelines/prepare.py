@@ -8,6 +8,10 @@ Sources:
   the COCO-RLE masks of its JSON are converted by `pixelclip.data.sa1b.convert_sample`.
 - `dino` / `sam`: images from tars or from a folder / bucket of JPEGs; masks computed by
   `pixelclip.data.masks` in a Ray Data actor pool, one GPU per actor where the cluster has GPUs.
+  `dino` here is whole-image and offline: 16 segments per image at 640x640 (squashed to a square),
+  which a training crop sees only in part. The paper's DINO masks are per crop: train with
+  `--masks dino` (`pipelines.online_masks`) on records of any source.
+- `images`: the images alone (no masks), for `train --masks dino`.
 A sample that cannot be used is skipped, counted by reason and named (shard and member) in a
 warning; every good sample of the same shard is kept. `--sample p` keeps an image when a hash of its
 id and the seed falls below p: deterministic, and the same images for every source.
@@ -38,7 +42,7 @@ SCHEMA = pa.schema([
     ("orig_height", pa.int32()), ("orig_width", pa.int32()),
     ("masks", pa.list_(pa.binary())), ("mask_area", pa.list_(pa.int32())), ("num_masks", pa.int32()),
 ])
-SOURCES = ("sa1b", "dino", "sam")
+SOURCES = ("sa1b", "dino", "sam", "images")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG")
 
 
@@ -66,7 +70,12 @@ class PrepareConfig:
             raise ValueError(f"prepare.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if not 0.0 < self.sample <= 1.0:
             raise ValueError(f"prepare.sample must be in (0, 1], got {self.sample}")
-        if self.source != "sa1b" and not self.weights and not self.allow_random_weights:
+        c = self.convert
+        for name, value, low in (("short_side", c.short_side, 8), ("min_area", c.min_area, 1),
+                                 ("max_masks", c.max_masks, 0)):
+            if value < low:
+                raise ValueError(f"prepare.convert.{name} must be >= {low}, got {value}")
+        if self.source in ("dino", "sam") and not self.weights and not self.allow_random_weights:
             raise ValueError(f"prepare.weights is required for --source {self.source} "
                              "(pass --allow-random-weights only for tests)")
         return self
@@ -252,24 +261,9 @@ class MaskModelActor:
         self.cfg, self.stats = cfg, stats
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        import io
+        from pixelclip.data.sa1b import masks_record
 
-        from PIL import Image
-
-        from pixelclip.data.sa1b import decode_jpeg, masks_record, stored_size
-
-        images, keep, counts, examples = [], [], Counter(), []
-        for i, data in enumerate(batch["jpeg"]):
-            try:
-                w, h = Image.open(io.BytesIO(data)).size
-                size = stored_size(h, w, self.cfg.convert.short_side)
-                im = decode_jpeg(data, size)
-                images.append(im if (im.height, im.width) == size else im.resize(size[::-1], Image.BILINEAR))
-                keep.append((i, h, w))
-            except Exception as e:
-                counts["bad_image"] += 1
-                examples.append({"shard": batch["uri"][i], "member": batch["member"][i], "reason": "bad_image",
-                                 "detail": str(e)[:200]})
+        images, keep, counts, examples = _decode_batch(batch, self.cfg.convert.short_side)
         masks = self.masker([np.asarray(im) for im in images]) if images else []
         records = []
         for (i, h, w), im, m in zip(keep, images, masks, strict=True):
@@ -286,6 +280,44 @@ class MaskModelActor:
             log.warning("skipped %s in %s: %s", ex["member"], ex["shard"], ex["detail"])
         _count(self.stats, len(batch["jpeg"]), dict(counts), examples)
         return _records_table(records)
+
+
+def _decode_batch(batch: dict[str, np.ndarray], short_side: int):
+    """Decode a batch's JPEGs at the stored resolution: (images, [(row, orig h, orig w)], skip counts,
+    examples); an undecodable image is counted as bad_image, the others are kept."""
+    import io
+
+    from PIL import Image
+
+    from pixelclip.data.sa1b import decode_jpeg, stored_size
+
+    images, keep, counts, examples = [], [], Counter(), []
+    for i, data in enumerate(batch["jpeg"]):
+        try:
+            w, h = Image.open(io.BytesIO(data)).size
+            size = stored_size(h, w, short_side)
+            im = decode_jpeg(data, size)
+            images.append(im if (im.height, im.width) == size else im.resize(size[::-1], Image.BILINEAR))
+            keep.append((i, h, w))
+        except Exception as e:
+            counts["bad_image"] += 1
+            examples.append({"shard": batch["uri"][i], "member": batch["member"][i], "reason": "bad_image",
+                             "detail": str(e)[:200]})
+    return images, keep, counts, examples
+
+
+def _image_records(batch: dict[str, np.ndarray], cfg: PrepareConfig, stats) -> pa.Table:
+    """map_batches body of `--source images`: images at the stored resolution, no masks."""
+    from pixelclip.data.sa1b import image_record
+
+    images, keep, counts, examples = _decode_batch(batch, cfg.convert.short_side)
+    records = [{**image_record(str(batch["image_id"][i]), im, cfg.convert), "orig_height": h, "orig_width": w,
+                "source": str(batch["uri"][i]), "member": str(batch["member"][i]), "mask_source": "images"}
+               for (i, h, w), im in zip(keep, images, strict=True)]
+    for ex in examples:
+        log.warning("skipped %s in %s: %s", ex["member"], ex["shard"], ex["detail"])
+    _count(stats, len(batch["jpeg"]), dict(counts), examples)
+    return _records_table(records)
 
 
 def list_inputs(cfg: PrepareConfig, opts: storage.StorageOptions | None) -> list[str]:
@@ -316,6 +348,9 @@ def run_prepare(cfg: PrepareConfig, opts: storage.StorageOptions | None = None) 
     if cfg.source == "sa1b":
         ds = ds.flat_map(_convert_shard, fn_kwargs=kwargs)
         ds = ds.map_batches(lambda t: t.select(SCHEMA.names).cast(SCHEMA), batch_format="pyarrow")
+    elif cfg.source == "images":
+        ds = ds.flat_map(_image_rows, fn_kwargs=kwargs).map_batches(
+            _image_records, batch_size=cfg.batch_size, batch_format="numpy", fn_kwargs=kwargs)
     else:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         actors = cfg.actors or max(gpus, 1)

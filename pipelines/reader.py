@@ -29,12 +29,15 @@ COLUMNS = ["image_id", "image", "height", "width", "masks"]
 
 
 def decode_row(row: dict, augment: ViewAugment, seed: int | None = None) -> dict:
-    """One training-ready record -> augmented sample (uint8 views, packed masks)."""
+    """One training-ready record -> augmented sample (uint8 views, packed masks). With an augment that
+    makes crop views (masks computed online, `pipelines.online_masks`), the record's own masks are not
+    read and the sample carries the weak view at the crop's resolution as "crop" instead."""
     from PIL import Image
 
     im = Image.open(io.BytesIO(row["image"])).convert("RGB")
     image = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)  # [3, H, W] uint8
-    masks = RLEMasks(list(row["masks"]), (int(row["height"]), int(row["width"])))
+    stored = [] if augment.crop_view else list(row["masks"])
+    masks = RLEMasks(stored, (int(row["height"]), int(row["width"])))
     g = torch.Generator()
     if seed is None:  # fresh views every epoch
         g.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
@@ -42,14 +45,21 @@ def decode_row(row: dict, augment: ViewAugment, seed: int | None = None) -> dict
         digest = hashlib.blake2b(f"{seed}:{row['image_id']}".encode(), digest_size=8).digest()
         g.manual_seed(int.from_bytes(digest, "little") >> 1)
     v = augment(image, masks, generator=g)
-    return {
+    out = {
         "image_id": row["image_id"],
-        "weak": (v.weak * 255).round_().to(torch.uint8).numpy(),  # [3, S, S]
-        "strong": (v.strong * 255).round_().to(torch.uint8).numpy(),  # [3, S, S]
+        "weak": _uint8(v.weak),  # [3, S, S]
+        "strong": _uint8(v.strong),  # [3, S, S]
         "masks": np.packbits(v.masks.numpy(), axis=-1),  # [N, M, M/8]
         "keep": np.packbits(v.keep.numpy(), axis=-1),  # [M, M/8]
         "num_masks": int(v.masks.shape[0]),
     }
+    if v.crop is not None:
+        out["crop"] = _uint8(v.crop)  # [3, C, C]: the online mask model's input
+    return out
+
+
+def _uint8(x: torch.Tensor) -> np.ndarray:
+    return (x * 255).round_().to(torch.uint8).numpy()
 
 
 def collate(batch: dict, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -71,16 +81,33 @@ def collate(batch: dict, device: str | torch.device = "cpu") -> dict[str, torch.
 
 
 def training_dataset(uri: str, cfg: Config, opts: storage.StorageOptions | None = None,
-                     seed: int | None = None):
-    """A Ray Dataset of augmented samples from the training-ready shards under `uri`."""
+                     seed: int | None = None, online=None):
+    """A Ray Dataset of augmented samples from the training-ready shards under `uri`.
+
+    online: a `pipelines.online_masks.OnlineMasks` (masks computed on each training crop by a Ray Data
+    actor stage after the CPU augmentation), or None for the records' own masks."""
     import ray
 
     opts = opts or storage.StorageOptions.from_env()
-    storage.check_readable(uri, (".parquet",), opts)
+    files = storage.check_readable(uri, (".parquet",), opts)
+    if online is None:
+        _check_has_masks(files[0], opts)
     fs, path = storage.arrow_fs(uri, opts)
     ds = ray.data.read_parquet(path, filesystem=fs).select_columns(COLUMNS)  # projection is pushed into the read
-    augment = ViewAugment(cfg.data, cfg.backbone.image_size)
-    return ds.map(decode_row, fn_kwargs={"augment": augment, "seed": seed})
+    augment = ViewAugment(cfg.data, cfg.backbone.image_size, crop_view=online is not None)
+    ds = ds.map(decode_row, fn_kwargs={"augment": augment, "seed": seed})
+    return online.attach(ds, cfg) if online is not None else ds
+
+
+def _check_has_masks(uri: str, opts) -> None:
+    """Records written without masks (`prepare --source images`) train only with online masks."""
+    import pyarrow.parquet as pq
+
+    fs, path = storage.arrow_fs(uri, opts)
+    sources = pq.read_table(path, columns=["mask_source"], filesystem=fs).column(0).unique().to_pylist()
+    if sources == ["images"]:
+        raise ValueError(f"{uri} holds images without masks (prepare --source images): train with masks "
+                         "computed on each crop (--masks dino)")
 
 
 def iter_batches(ds, batch_size: int, device: str | torch.device = "cpu", drop_last: bool = True):

@@ -53,6 +53,8 @@ class TrainJobConfig:
     tags: dict = field(default_factory=dict)  # extra MLflow tags of the run
     validation: dict | None = None  # zero-shot mIoU while training: pipelines.validation.ValidationConfig fields
     #   (validate() fills in every default: what the workers read)
+    masks: dict | None = None  # where the masks come from: pipelines.online_masks.OnlineMasksConfig fields
+    #   (None: the records' own; {"source": "dino", ...}: DINO k-means on each training crop, on GPU actors)
 
     def validate(self) -> TrainJobConfig:
         from pixelclip.config import config_from_dict
@@ -77,6 +79,10 @@ class TrainJobConfig:
                 self.validation = asdict(ValidationConfig(**self.validation).validate())
             except TypeError as e:
                 raise ValueError(f"train.validation: {e}") from None
+        if self.masks is not None:
+            from pipelines.online_masks import OnlineMasksConfig
+
+            self.masks = asdict(OnlineMasksConfig.from_dict(self.masks))
         return self
 
 
@@ -203,6 +209,10 @@ def train_loop_per_worker(config: dict) -> None:
     from pixelclip.config import config_from_dict
 
     cfg = config_from_dict(config["model"])
+    if cfg.backbone.pretrained and storage.is_s3(cfg.backbone.pretrained):  # checked on the driver
+        from pipelines.weights import local_weights
+
+        cfg.backbone.pretrained = local_weights(cfg.backbone.pretrained, field="backbone.pretrained")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -272,20 +282,30 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from pipelines.online_masks import OnlineMasks, OnlineMasksConfig
     from pipelines.reader import training_dataset
+    from pipelines.weights import driver_model
     from pixelclip.config import config_from_dict
 
     job.validate()
     opts = opts or storage.StorageOptions.from_env()
+    job.model = driver_model(job.model, opts)  # weights checked and absolute, the name the one built
     cfg = config_from_dict(job.model)
     storage.check_writable(job.storage, opts)
-    ds = training_dataset(job.data, cfg, opts, seed=job.seed)
     resources = ray.cluster_resources()
     use_gpu = bool(resources.get("GPU", 0)) if job.use_gpu is None else job.use_gpu
-    if job.workers * job.cpus_per_worker >= resources.get("CPU", 0):
-        raise ValueError(f"{job.workers} workers x {job.cpus_per_worker} CPU leave no CPU of the cluster's "
-                         f"{resources.get('CPU', 0):g} for Ray Data to feed them: lower train.workers or "
-                         "train.cpus_per_worker")
+    masks = OnlineMasksConfig.from_dict(job.masks)
+    online = OnlineMasks(masks, job.workers, use_gpu, opts, seed=cfg.seed) if masks.source == "dino" else None
+    ds = training_dataset(job.data, cfg, opts, seed=job.seed, online=online)
+    held = job.workers * job.cpus_per_worker + (online.cpus if online else 0.0)
+    if held >= resources.get("CPU", 0):
+        actors = f" and {online.actors} DINO actors x {masks.cpus_per_actor} CPU" if online and online.cpus else ""
+        raise ValueError(f"{job.workers} workers x {job.cpus_per_worker} CPU{actors} leave no CPU of the cluster's "
+                         f"{resources.get('CPU', 0):g} for Ray Data to feed them: lower train.workers, "
+                         "train.cpus_per_worker" + (" or train.masks.actors" if actors else ""))
+    per_worker = {"CPU": job.cpus_per_worker}
+    if use_gpu and online is not None:  # each DINO actor shares a worker's GPU
+        per_worker["GPU"] = online.worker_gpu
     fs, path = storage.arrow_fs(job.storage, opts)
     tracking_uri = job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     loop_config = {"model": job.model, "data": job.data, "run_uri": storage.join(job.storage, job.name),
@@ -298,7 +318,7 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=job.workers, use_gpu=use_gpu,
-                                               resources_per_worker={"CPU": job.cpus_per_worker}),
+                                               resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
             name=job.name, storage_path=path, storage_filesystem=fs,
             failure_config=ray.train.FailureConfig(max_failures=job.max_failures),

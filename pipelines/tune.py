@@ -65,6 +65,7 @@ class TuneJobConfig:
     validation: dict | None = None  # zero-shot mIoU while training (pipelines.validation): metric val_miou
     variants: dict = field(default_factory=dict)  # name -> ["section.field=value", ...]: a grid over named
     #   configurations (an ablation table), crossed with `search`
+    masks: dict | None = None  # where the trials' masks come from (pipelines.online_masks.OnlineMasksConfig)
 
     def validate(self) -> TuneJobConfig:
         from pixelclip.config import config_from_dict
@@ -122,7 +123,7 @@ class TuneJobConfig:
             model=model, workers=self.workers, cpus_per_worker=self.cpus_per_worker, use_gpu=self.use_gpu,
             checkpoint_every=self.checkpoint_every, log_every=self.log_every, seed=self.seed,
             tracking_uri=self.tracking_uri, experiment=self.experiment, parent_run_id=parent_run_id,
-            tags=tags, validation=self.validation).validate()
+            tags=tags, validation=self.validation, masks=self.masks).validate()
 
 
 def parse_search(items: list[str]) -> dict:
@@ -310,6 +311,18 @@ def check_keys_from_environment(uri: str, opts: storage.StorageOptions) -> None:
                          "role: Ray Tune stores its filesystem object with the sweep, and keys must not be stored")
 
 
+def check_weights_on_driver(job: TuneJobConfig, opts) -> None:
+    """Every weights file the trials will open (backbone, DINO), checked once before any trial starts;
+    local paths become absolute, so that trials on any node find them."""
+    from pipelines.online_masks import OnlineMasksConfig
+    from pipelines.weights import check_weights, driver_model
+
+    job.model = driver_model(job.model, opts)
+    masks = OnlineMasksConfig.from_dict(job.masks, "tune.masks")
+    if masks.source == "dino" and masks.weights:
+        job.masks = {**asdict(masks), "weights": check_weights(masks.weights, "tune.masks.weights", opts)}
+
+
 def run_tune(job: TuneJobConfig, opts: storage.StorageOptions | None = None) -> dict:
     """Run (or resume) the sweep; returns the trials, the best one and the registered version.
 
@@ -320,6 +333,7 @@ def run_tune(job: TuneJobConfig, opts: storage.StorageOptions | None = None) -> 
     opts = opts or storage.StorageOptions.from_env()
     check_keys_from_environment(job.storage, opts)
     storage.check_writable(job.storage, opts)
+    check_weights_on_driver(job, opts)
     parent = sweep_run(job)
     tuner, resumed = build_tuner(job, opts, parent)
     results = tuner.fit()

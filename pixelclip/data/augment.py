@@ -20,7 +20,9 @@ masks apply to both. Per sample (`ViewAugment.__call__`):
    `ColorAugSSDTransform` -- additive brightness (+-32/255), multiplicative contrast (x[0.5, 1.5]),
    HSV saturation (x[0.5, 1.5], clipped at 1) and hue (+-18 of OpenCV's 180, i.e. +-0.1 turn), each
    with probability 0.5, contrast before or after the saturation/hue pair at random (the pair
-   shares one RGB -> HSV -> RGB round trip). Result: the weak view.
+   shares one RGB -> HSV -> RGB round trip). Result: the weak view. With `crop_view=True` the same
+   geometry and distortion also give the weak view at the crop's own resolution (`Views.crop`), which
+   DINO sees when masks are computed on each training crop.
 3. Student only, on a copy of the weak view: colour jitter (`data.jitter` strengths, random order,
    probability `data.jitter_p`; torchvision `ColorJitter` semantics: brightness multiplies, contrast
    blends with the mean of the grayscale image, saturation blends with the grayscale image, hue
@@ -76,6 +78,8 @@ class Views:
     strong: torch.Tensor  # [3, S, S] float32 in [0, 1], student input
     masks: torch.Tensor  # [N, M, M] bool, M = mask_size
     keep: torch.Tensor  # [M, M] bool, False where CutOut removed pixels
+    crop: torch.Tensor | None = None  # [3, C, C] float32: the weak view at the crop's resolution, C = data.crop
+    #   (only with ViewAugment(crop_view=True): what DINO sees to compute masks of this very crop)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,23 +262,38 @@ def _hsv_adjust(x: np.ndarray, saturation: float | None, hue: float | None) -> n
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
-def _ssd_distort(x: np.ndarray, g: torch.Generator) -> np.ndarray:
-    """SSD photometric distortion (detectron2 `ColorAugSSDTransform`), each step with p = 0.5."""
+def _ssd_draw(g: torch.Generator) -> list[tuple]:
+    """The random SSD distortion (detectron2 `ColorAugSSDTransform`, each step with p = 0.5) as a list of
+    operations in the order they apply: ("brightness", delta), ("contrast", factor), ("hsv", saturation
+    or None, hue or None). Drawn once, so that views at two resolutions get the same distortion."""
+    ops: list[tuple] = []
     if _coin(g, 0.5):
-        x = _clip(np.add(x, _uniform(g, -SSD_BRIGHTNESS, SSD_BRIGHTNESS), out=x))
+        ops.append(("brightness", _uniform(g, -SSD_BRIGHTNESS, SSD_BRIGHTNESS)))
     contrast_first = _coin(g, 0.5)
     steps = ["contrast", "saturation", "hue"] if contrast_first else ["saturation", "hue", "contrast"]
     hsv: dict[str, float] = {}  # saturation and hue are adjacent: applied together after the hue step
     for step in steps:
         if _coin(g, 0.5):
             if step == "contrast":
-                x = _clip(np.multiply(x, _uniform(g, *SSD_RANGE), out=x))
+                ops.append(("contrast", _uniform(g, *SSD_RANGE)))
             elif step == "saturation":
                 hsv[step] = _uniform(g, *SSD_RANGE)
             else:
                 hsv[step] = _uniform(g, -SSD_HUE, SSD_HUE)
         if step == "hue" and hsv:
-            x = _hsv_adjust(x, hsv.get("saturation"), hsv.get("hue"))
+            ops.append(("hsv", hsv.get("saturation"), hsv.get("hue")))
+    return ops
+
+
+def _ssd_apply(x: np.ndarray, ops: list[tuple]) -> np.ndarray:
+    """Apply `_ssd_draw`'s operations to x [S, S, 3] (pixel-wise, so any resolution takes the same ones)."""
+    for op in ops:
+        if op[0] == "brightness":
+            x = _clip(np.add(x, op[1], out=x))
+        elif op[0] == "contrast":
+            x = _clip(np.multiply(x, op[1], out=x))
+        else:
+            x = _hsv_adjust(x, op[1], op[2])
     return x
 
 
@@ -347,11 +366,15 @@ def _box_keep(box: tuple[int, int, int, int], size: int, m: int, device) -> torc
 class ViewAugment:
     """Callable producing `Views` (weak, strong, masks, keep) from an image and its masks."""
 
-    def __init__(self, cfg: DataConfig, image_size: int):
+    def __init__(self, cfg: DataConfig, image_size: int, crop_view: bool = False):
+        """crop_view: also return the weak view at the crop's own resolution (`Views.crop`, data.crop px:
+        the same geometry and SSD distortion as `weak`, resampled once from the source), for masks
+        computed on each training crop (DINO, as the authors)."""
         if not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         self.cfg = cfg
         self.image_size = image_size
+        self.crop_view = crop_view
 
     def __call__(self, image: torch.Tensor, masks: torch.Tensor,
                  generator: torch.Generator | None = None) -> Views:
@@ -365,14 +388,19 @@ class ViewAugment:
             g.seed()  # non-deterministic seed, leaves the global RNG alone
         cfg, size = self.cfg, self.image_size
         geo = _sample_geometry(cfg, image.shape[1], image.shape[2], g)
-        x = _geometry_image(_to_hwc(image), geo, cfg.crop, size)  # [S, S, 3] float32, a fresh array
+        src = _to_hwc(image)
+        x = _geometry_image(src, geo, cfg.crop, size)  # [S, S, 3] float32, a fresh array
+        c = _geometry_image(src, geo, cfg.crop, cfg.crop) if self.crop_view else None  # [C, C, 3]
         if image.dtype != torch.uint8:  # float input: clamp to [0, 1] (uint8 / 255 is in range already)
             x = _clip(x)
+            c = _clip(c) if c is not None else None
         out_masks = _geometry_masks(masks, geo, cfg.crop, cfg.mask_size)  # [N, M, M]
-        weak = _ssd_distort(x, g) if cfg.ssd_jitter else x  # [S, S, 3]
+        ssd = _ssd_draw(g) if cfg.ssd_jitter else []
+        weak = _ssd_apply(x, ssd)  # [S, S, 3]
         strong, keep = self._strong(weak.copy(), g)
+        crop = _to_chw(_ssd_apply(c, ssd), image.device) if c is not None else None
         return Views(weak=_to_chw(weak, image.device), strong=_to_chw(strong, image.device), masks=out_masks,
-                     keep=keep.to(image.device))
+                     keep=keep.to(image.device), crop=crop)
 
     def _strong(self, x: np.ndarray, g: torch.Generator) -> tuple[np.ndarray, torch.Tensor]:
         """Student-only photometrics on x [S, S, 3]; returns (strong [S, S, 3], keep [M, M])."""

@@ -197,7 +197,8 @@ class DinoMasker:
 
     @classmethod
     def from_weights(cls, path: str | Path | None, arch: str = DINO_ARCH, **kw) -> DinoMasker:
-        """A masker on the DINO ViT-S/16 backbone read from a local .pth/.pt or .safetensors file.
+        """A masker on the DINO ViT-S/16 backbone read from a local .pth/.pt or .safetensors file
+        (`arch`: a timm name; "tiny": `tiny_dino`, for tests and smoke runs).
 
         Official DINO key names (cls_token, pos_embed, patch_embed.proj.*, blocks.N.*, norm.*) and
         timm's are the same; anything else raises ValueError listing the keys. path=None: random
@@ -206,7 +207,10 @@ class DinoMasker:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(kw.get("seed", 0))
-            model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True)
+            if arch == "tiny":
+                model = tiny_dino()
+            else:
+                model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True)
         if path is not None:
             load_strict(model, read_state_dict(path), f"{path} ({arch})")
         masker = cls(model, **kw)
@@ -225,12 +229,44 @@ class DinoMasker:
     @torch.no_grad()
     def features(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Last-layer patch tokens (after the final norm), L2-normalised: [B, g, g, C] float32."""
-        tokens = self.model.forward_features(self._preprocess(images))
+        return F.normalize(self._tokens(self._preprocess(images)), dim=-1)
+
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images [B, 3, S, S] -> last-layer patch tokens after the final norm [B, g, g, C] float32."""
+        tokens = self.model.forward_features(x)
         tokens = tokens[:, self.model.num_prefix_tokens:].float()
         B, n, C = tokens.shape
-        if n != self.grid**2:
-            raise ValueError(f"the model gave {n} patch tokens, expected {self.grid}x{self.grid}")
-        return F.normalize(tokens, dim=-1).reshape(B, self.grid, self.grid, C)
+        g = x.shape[-1] // self.model.patch_embed.patch_size[0]
+        if n != g * g:
+            raise ValueError(f"the model gave {n} patch tokens, expected {g}x{g}")
+        return tokens.reshape(B, g, g, C)
+
+    @torch.no_grad()
+    def crop_masks(self, crops: torch.Tensor, mask_size: int) -> torch.Tensor:
+        """Masks of training crops, as the authors compute them online: one partition per crop.
+
+        crops: [B, 3, C, C] uint8 (or float in [0, 1]), each the weak view of a training crop at its own
+        resolution (C = data.crop, 640 in both recipes; resized to a multiple of the patch size if need
+        be). DINO's last-layer patch tokens after the final norm, not L2-normalised ([B, C/16, C/16, 384]),
+        k-means with k clusters per crop, the label map brought to `mask_size` by nearest sampling (equal
+        to the authors' nearest upsampling to C and then to the mask size).
+        Returns bool [B, k, M, M], M = mask_size: disjoint masks covering each crop; a cluster with no
+        pixel at that size is an all-False mask (training drops masks of at most one pixel).
+        """
+        if crops.ndim != 4 or crops.shape[1] != 3 or crops.shape[-1] != crops.shape[-2]:
+            raise ValueError(f"crops must be square images [B, 3, C, C], got {tuple(crops.shape)}")
+        patch = self.model.patch_embed.patch_size[0]
+        x = crops.to(self.device, non_blocking=True).float()
+        x = x.div_(255) if crops.dtype == torch.uint8 else x
+        side = max(patch, x.shape[-1] // patch * patch)
+        if side != x.shape[-1]:
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+        tokens = self._tokens((x - self.mean) / self.std)  # [B, g, g, C]
+        B, g, _, C = tokens.shape
+        labels = kmeans_labels(tokens.reshape(B, g * g, C), self.k, self.seed, self.max_iter)  # [B, g*g]
+        idx = torch.arange(mask_size, device=labels.device) * g // mask_size  # nearest: floor(i * g / M)
+        lab = labels.reshape(B, g, g)[:, idx[:, None], idx[None, :]]  # [B, M, M]
+        return lab[:, None] == torch.arange(self.k, device=lab.device).view(1, -1, 1, 1)  # [B, k, M, M]
 
     @torch.no_grad()
     def __call__(self, images: Sequence[ImageLike]) -> list[np.ndarray]:
@@ -306,6 +342,14 @@ class SamMasker:
             else:
                 out.append(np.zeros((0, *image.shape[:2]), dtype=bool))
         return out
+
+
+def tiny_dino(dim: int = 32, depth: int = 2) -> torch.nn.Module:
+    """A random ViT with DINO's interface (patch 16, any input size), small enough for CPU tests."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=224, patch_size=16, embed_dim=dim, depth=depth, num_heads=2, mlp_ratio=2.0,
+                             num_classes=0, dynamic_img_size=True).eval()
 
 
 def tiny_sam(img_size: int = 256, dim: int = 32, seed: int = 0) -> torch.nn.Module:
