@@ -239,18 +239,13 @@ def _stats_actor():
 
 class MaskModelActor:
     """Ray Data actor: decode images at the stored resolution, compute DINO or SAM masks, and build
-    records. Weights are fetched once per actor (s3:// -> a local cache)."""
+    records. Weights are fetched once per node (s3:// -> the node's cache, `pipelines.weights`)."""
 
     def __init__(self, cfg: PrepareConfig, opts: storage.StorageOptions | None, stats, device: str):
-        import tempfile
-
+        from pipelines.weights import local_weights
         from pixelclip.data import masks as mask_sources
 
-        path = cfg.weights
-        if path and storage.is_s3(path):
-            local = f"{tempfile.mkdtemp(prefix='pixelclip-weights-')}/{path.rsplit('/', 1)[-1]}"
-            storage.download(path, local, opts)
-            path = local
+        path = local_weights(cfg.weights, opts, "prepare.weights") if cfg.weights else None
         if cfg.source == "dino":
             self.masker = mask_sources.DinoMasker.from_weights(
                 path, k=cfg.dino_k, image_size=cfg.dino_image_size, device=device, seed=cfg.seed)
@@ -334,6 +329,10 @@ def run_prepare(cfg: PrepareConfig, opts: storage.StorageOptions | None = None) 
     opts = opts or storage.StorageOptions.from_env()
     inputs = list_inputs(cfg, opts)
     storage.check_writable(cfg.output, opts)
+    if cfg.weights and cfg.source in ("dino", "sam"):  # one line on the driver, not a traceback in an actor
+        from pipelines.weights import check_weights
+
+        cfg.weights = check_weights(cfg.weights, "prepare.weights", opts)
     existing = storage.list_files(cfg.output, (".parquet",), opts)
     if existing and not cfg.overwrite:
         raise ValueError(f"{cfg.output} already holds {len(existing)} Parquet files: choose another output "
