@@ -132,11 +132,9 @@ def cosine_map(task, b) -> dict:
             "fp32_stem_logits_rel_err": rel(fix_logits, ref_logits), "fp32_stem_grad_cos": cosine(fix_grad, ref_grad)}
 
 
-def clip_like(images: int = 48, masks: int = 100, k: int = 64, d: int = 512, eps: float = 0.01, seed: int = 0):
-    """The clustering on synthetic features with real CLIP's statistics at the ViT recipe's shapes: a
-    20x20 grid of 512-d features, 100 masks an image, K=64 classes whose cosines to the masks sit near
-    0.2 +- 0.03. Share of assignments that differ from fp32 with the old bf16 path, and with the
-    clustering out of autocast (the same fp32 features in both: only the clustering's precision)."""
+def clip_like_inputs(images: int = 48, masks: int = 100, k: int = 64, d: int = 512, seed: int = 0):
+    """Synthetic teacher features [B, 512, 20, 20], masks [B, 100, 64, 64] and K=64 class features whose
+    cosines to the pooled masks sit near 0.2 +- 0.04, as real CLIP's do at the ViT recipe's shapes."""
     g = torch.Generator().manual_seed(seed)
     common = F.normalize(torch.randn(d, generator=g), dim=0)
     cls = F.normalize(common + 4.9 * F.normalize(torch.randn(k, d, generator=g), dim=1), dim=1)  # cos 0.2
@@ -147,6 +145,14 @@ def clip_like(images: int = 48, masks: int = 100, k: int = 64, d: int = 512, eps
         hs, ws = torch.randint(3, 20, (2, masks), generator=g)
         for j in range(masks):
             m[i, j, ys[j]:ys[j] + hs[j], xs[j]:xs[j] + ws[j]] = True
+    return feats, m, cls
+
+
+def clip_like(eps: float = 0.01, seed: int = 0):
+    """The clustering on `clip_like_inputs`: the share of assignments that differ from fp32 with the old
+    bf16 path, and with the clustering out of autocast (the same fp32 features in both: only the
+    clustering's precision differs)."""
+    feats, m, cls = clip_like_inputs(seed=seed)
     with torch.no_grad():
         ref, _ = assign_masks(feats, m, cls, eps, 3)
         pooled, area = mask_pool(feats, m)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import pixelclip
-from pixelclip.model.cluster import mask_pool, merged_targets, sinkhorn
+from pixelclip.model.cluster import assign_masks, merged_targets
 
 
 def _batch(cfg, batch: int, n_masks: int, device):
@@ -62,14 +62,11 @@ def _gflops(fn) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def run(args) -> None:
-    device = torch.device(args.device)
-    overrides = ["backbone.pretrained=null", *args.override]
-    cfg = pixelclip.load_config(args.preset, overrides)
-    task = pixelclip.build_pixelclip(cfg, device=device).train()
-    trainer = pixelclip.Trainer(task, cfg, autocast_dtype=torch.bfloat16 if args.amp else None)
-    b = _batch(cfg, args.batch, args.masks, device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
+def breakdown(task, cfg, trainer, b: dict, device: torch.device, amp_on: bool, repeats: int) -> dict:
+    """Time each part of the step on its own and the full `Trainer.step`; count their FLOPs.
+
+    Returns {"parts_ms": {part: ms}, "parts_gflops": {part: GFLOP}, "step_ms": ms, "step_gflops": GFLOP}."""
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_on)
     with torch.no_grad(), amp:
         t_feat = task.teacher(b["weak"]).float()
         s_feat = task.student(b["strong"]).float()
@@ -84,11 +81,8 @@ def run(args) -> None:
             task.class_features().sum().backward()
 
     def pool_sinkhorn():
-        pooled, area = mask_pool(t_feat, b["masks"])
-        valid = area > 1
-        q = sinkhorn(F.normalize(pooled[valid], dim=-1) @ cls.T / task.epsilon, task.sinkhorn_iters)
-        assign = torch.full(valid.shape, -1, dtype=torch.long, device=device)
-        assign[valid] = q.argmax(1)
+        assign, _ = assign_masks(t_feat, b["masks"], cls, task.epsilon, task.sinkhorn_iters,
+                                 start=task.sinkhorn_start)
         return merged_targets(b["masks"], assign, cls.shape[0])
 
     targets = pool_sinkhorn()
@@ -112,13 +106,24 @@ def run(args) -> None:
 
     parts = {"student fwd+bwd": student, "teacher fwd": teacher, "text enc (K prompts) fwd+bwd": text,
              "pooling + Sinkhorn + targets": pool_sinkhorn, "decoder + loss fwd+bwd": decoder_loss}
-    ms = {k: _time(f, device, args.repeats) for k, f in parts.items()}
+    ms = {k: _time(f, device, repeats) for k, f in parts.items()}
     gflops = {k: _gflops(f) for k, f in parts.items()}
     task.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    step_ms = _time(full, device, args.repeats)
-    step_gflops = _gflops(full)
+    step_ms = _time(full, device, repeats)
+    return {"parts_ms": ms, "parts_gflops": gflops, "step_ms": step_ms, "step_gflops": _gflops(full)}
+
+
+def run(args) -> None:
+    device = torch.device(args.device)
+    overrides = ["backbone.pretrained=null", *args.override]
+    cfg = pixelclip.load_config(args.preset, overrides)
+    task = pixelclip.build_pixelclip(cfg, device=device).train()
+    trainer = pixelclip.Trainer(task, cfg, autocast_dtype=torch.bfloat16 if args.amp else None)
+    b = _batch(cfg, args.batch, args.masks, device)
+    r = breakdown(task, cfg, trainer, b, device, args.amp, args.repeats)
+    ms, gflops, step_ms, step_gflops = r["parts_ms"], r["parts_gflops"], r["step_ms"], r["step_gflops"]
     print(f"# preset={args.preset} device={device} batch={args.batch} masks/image={args.masks} "
           f"K={cfg.prompts.num_clusters} image={cfg.backbone.image_size} mask={cfg.data.mask_size} "
           f"amp={'bf16' if args.amp else 'off'} threads={torch.get_num_threads()} repeats={args.repeats} (median)")
