@@ -62,8 +62,9 @@ def _compiled(task):
 
 
 def step_rows(args, device, peak) -> None:
-    import pixelclip
     from step_breakdown import _batch, _time, breakdown
+
+    import pixelclip
 
     presets, batch, masks, repeats = _sizes(args)
     amp = device.type == "cuda"
@@ -84,7 +85,7 @@ def step_rows(args, device, peak) -> None:
                         trainer.step(**b)
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats()
-                    step_ms = _time(lambda: trainer.step(**b), device, repeats)  # noqa: B023
+                    step_ms = _time(lambda tr=trainer, bb=b: tr.step(**bb), device, repeats)
                     parts, gflops = {}, None
                 else:
                     r = breakdown(task, cfg, trainer, b, device, amp, repeats)
@@ -97,7 +98,7 @@ def step_rows(args, device, peak) -> None:
                 _row(f"step {label} {mode}", batch=batch, images_per_s=f"{1e3 * batch / step_ms:.1f}",
                      step_ms=f"{step_ms:.0f}", mfu=mfu, peak_memory=mem, **parts)
                 args.images_per_s[(label, mode)] = 1e3 * batch / step_ms
-                del task, trainer, b
+                task = trainer = b = None  # free the GPU memory before the next row
             except Exception as e:  # one row failing (compile, memory) must not lose the others
                 _row(f"step {label} {mode}", error=f"{type(e).__name__}: {str(e).splitlines()[0][:160]}")
             if device.type == "cuda":
@@ -107,9 +108,9 @@ def step_rows(args, device, peak) -> None:
 def _ray_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
+    from step_breakdown import _batch, _time
 
     import pixelclip
-    from step_breakdown import _batch, _time
 
     device = ray.train.torch.get_device()
     cfg = pixelclip.load_config(config["preset"], ["backbone.pretrained=null"])
@@ -239,7 +240,7 @@ def main() -> int:
     step_rows(args, device, peak)
     ray_rows(args, device)
     evaluate_rows(args, device)
-    print(f"\n| row | figures |\n|---|---|")
+    print("\n| row | figures |\n|---|---|")
     for r in ROWS:
         print(f"| {r['row']} | " + "; ".join(f"{k} {v}" for k, v in r.items() if k != "row") + " |")
     print(f"\n# {time.perf_counter() - t0:.0f} s in all")
