@@ -174,7 +174,7 @@ def clip_like_map(images: int = 8, k: int = 64, seed: int = 0) -> dict:
 
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    dec = MaskDecoder(64, 32, 4, out_size=80)
+    dec = MaskDecoder(64, 32, (4, 2), out_size=80)
     z = F.interpolate(torch.randn(images, k, 5, 5, generator=g), size=(20, 20), mode="bicubic")
     cos = 0.2 + 0.03 * z / z.std()
     targets = (F.interpolate(cos, size=(80, 80)) == F.interpolate(cos, size=(80, 80)).amax(1, keepdim=True)).float()

@@ -50,10 +50,10 @@ def outside_ray(cfg, batches: list[dict], steps: int, device: str, threads: int)
     return steps * cfg.optim.batch_size / (time.perf_counter() - t0)
 
 
-def inside_ray(cfg, data: str, opts, workers: int, name: str, gpu: bool) -> dict:
+def inside_ray(cfg, data: str, opts, workers: int, name: str, gpu: bool, masks: dict | None = None) -> dict:
     job = TrainJobConfig(data=data, storage="s3://data/bench-runs", name=name, model=cfg.to_dict(), workers=workers,
                          cpus_per_worker=1.0, use_gpu=gpu, checkpoint_every=10**6,
-                         log_every=max(1, cfg.optim.steps // 3), seed=0)
+                         log_every=max(1, cfg.optim.steps // 3), seed=0, masks=masks)
     out = run_train(job, opts)
     if out["error"]:
         raise RuntimeError(out["error"])
@@ -69,6 +69,10 @@ def main() -> None:
     p.add_argument("--cpus", type=int, default=4, help="logical CPUs of the local Ray")
     p.add_argument("--images", type=int, default=640, help="synthetic SA-1B images (640: timed steps in one epoch)")
     p.add_argument("--gpu", action="store_true", help="workers and the outside-Ray step on GPUs")
+    p.add_argument("--dino", default=None, metavar="ARCH",
+                   help="also 1 worker with masks computed on each crop by one DINO actor of this timm architecture "
+                        "(tiny: a small random ViT; random weights)")
+    p.add_argument("--dino-k", type=int, default=8, help="clusters per crop (at most the crop's 16 px patches)")
     a = p.parse_args()
     import ray
 
@@ -94,6 +98,11 @@ def main() -> None:
         for w in (1, 2):
             m = inside_ray(cfg, data, opts, w, f"scale-{w}-{time.time_ns()}", a.gpu)
             rows.append((f"Ray Train, {w} worker{'s' * (w > 1)}", m["images_per_s"], m["data_wait_fraction"]))
+        if a.dino:
+            masks = {"source": "dino", "arch": a.dino, "actors": 1, "k": a.dino_k, "allow_random_weights": True}
+            m = inside_ray(cfg, data, opts, 1, f"scale-dino-{time.time_ns()}", a.gpu, masks)
+            rows.append((f"Ray Train, 1 worker, DINO ({a.dino}) masks per crop, 1 actor", m["images_per_s"],
+                         m["data_wait_fraction"]))
         ray.shutdown()
     base = rows[0][1]
     print(f"# preset {a.preset}, global batch {a.batch}, {a.steps} steps, {device}, {a.cpus} logical CPUs on "

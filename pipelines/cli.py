@@ -159,7 +159,7 @@ def _train(args) -> None:
                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                          max_failures=args.max_failures, register_as=args.register_as,
-                         validation=_validation(args), masks=_masks(args)).validate()
+                         validation=_validation(args), masks=_masks(args), precision=args.precision).validate()
     ray.init(address=args.address, ignore_reinit_error=True)
     print(summary_json(run_train(job)))
 
@@ -195,6 +195,8 @@ def _add_training_args(p, what: str) -> None:
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="on GPUs: bf16 autocast (default; the clustering stays fp32/fp64) or fp32 as the authors")
     v = p.add_argument_group("validation while training (zero-shot mIoU, metric val_miou)")
     v.add_argument("--validate", metavar="NAME=ROOT", help="a labelled benchmark split, e.g. ade20k-150=s3://data/ade")
     v.add_argument("--validate-every", type=int, default=100, help="steps between validations")
@@ -237,7 +239,7 @@ def _tune(args) -> None:
                         workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                         register_as=args.register_as, alias=args.alias, validation=_validation(args),
-                        masks=_masks(args))
+                        masks=_masks(args), precision=args.precision)
     from pipelines.storage import StorageOptions
     from pipelines.train import worker_env
 

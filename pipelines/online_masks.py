@@ -101,6 +101,10 @@ class OnlineMasks:
         import ray
 
         c = self.cfg
+        grid = max(16, model_cfg.data.crop // 16 * 16) // 16  # DINO's 16 px patches across a crop
+        if c.k > grid * grid:
+            raise ValueError(f"train.masks.k={c.k} clusters need as many DINO patches per crop: data.crop "
+                             f"{model_cfg.data.crop} gives {grid}x{grid} of 16 px; lower train.masks.k")
         return ds.map_batches(
             DinoCropStage, batch_size=c.batch_size, batch_format="numpy",
             fn_constructor_kwargs={"weights": self.weights, "arch": c.arch, "k": c.k,

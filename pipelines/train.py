@@ -53,6 +53,8 @@ class TrainJobConfig:
     tags: dict = field(default_factory=dict)  # extra MLflow tags of the run
     validation: dict | None = None  # zero-shot mIoU while training: pipelines.validation.ValidationConfig fields
     #   (validate() fills in every default: what the workers read)
+    precision: str = "bf16"  # on GPUs: "bf16" autocast for the encoders and the decoder (clustering stays
+    #   fp32/fp64), or "fp32" as the authors trained; CPUs always run fp32
     masks: dict | None = None  # where the masks come from: pipelines.online_masks.OnlineMasksConfig fields
     #   (None: the records' own; {"source": "dino", ...}: DINO k-means on each training crop, on GPU actors)
 
@@ -70,6 +72,8 @@ class TrainJobConfig:
                 raise ValueError(f"train.{n} must be >= 1, got {getattr(self, n)}")
         if not self.name or "/" in self.name:
             raise ValueError(f"train.name must be a non-empty name without '/', got {self.name!r}")
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"train.precision must be bf16 or fp32, got {self.precision!r}")
         if self.validation is not None:
             from pipelines.validation import ValidationConfig
 
@@ -219,7 +223,7 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(cfg.seed + rank)
     task = pixelclip.build_pixelclip(cfg, device=device)
     ddp = ray.train.torch.prepare_model(task, parallel_strategy="ddp")
-    amp = torch.bfloat16 if device.type == "cuda" else None
+    amp = torch.bfloat16 if device.type == "cuda" and config.get("precision", "bf16") == "bf16" else None
     trainer = pixelclip.Trainer(task, cfg, forward=ddp, autocast_dtype=amp, all_ok=lambda ok: _all_ok(ok, device))
     step = 0
     ckpt, stored = ray.train.get_checkpoint(), latest_checkpoint(config["run_uri"])
@@ -311,7 +315,7 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
     loop_config = {"model": job.model, "data": job.data, "run_uri": storage.join(job.storage, job.name),
                    "log_every": job.log_every,
                    "checkpoint_every": job.checkpoint_every, "tracking_uri": tracking_uri,
-                   "validation": job.validation,
+                   "validation": job.validation, "precision": job.precision,
                    "run_id": mlflow_run(job, tracking_uri)}
     return TorchTrainer(
         train_loop_per_worker,

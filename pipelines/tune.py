@@ -66,6 +66,7 @@ class TuneJobConfig:
     variants: dict = field(default_factory=dict)  # name -> ["section.field=value", ...]: a grid over named
     #   configurations (an ablation table), crossed with `search`
     masks: dict | None = None  # where the trials' masks come from (pipelines.online_masks.OnlineMasksConfig)
+    precision: str = "bf16"  # the trials' precision on GPUs (TrainJobConfig.precision)
 
     def validate(self) -> TuneJobConfig:
         from pixelclip.config import config_from_dict
@@ -123,7 +124,7 @@ class TuneJobConfig:
             model=model, workers=self.workers, cpus_per_worker=self.cpus_per_worker, use_gpu=self.use_gpu,
             checkpoint_every=self.checkpoint_every, log_every=self.log_every, seed=self.seed,
             tracking_uri=self.tracking_uri, experiment=self.experiment, parent_run_id=parent_run_id,
-            tags=tags, validation=self.validation, masks=self.masks).validate()
+            tags=tags, validation=self.validation, masks=self.masks, precision=self.precision).validate()
 
 
 def parse_search(items: list[str]) -> dict:

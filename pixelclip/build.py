@@ -47,7 +47,7 @@ def build_pixelclip(cfg: Config, device: str | torch.device = "cpu") -> PixelCLI
         else:
             prompts = None
         d = cfg.decoder
-        decoder = MaskDecoder(d.hidden, d.mid, d.groups, out_size=cfg.data.mask_size)
+        decoder = MaskDecoder(d.hidden, d.mid, d.block_groups(), out_size=cfg.data.mask_size)
     task = PixelCLIP(clip, student, teacher, text, prompts, decoder, epsilon=cfg.cluster.epsilon,
                      sinkhorn_iters=cfg.cluster.sinkhorn_iters, image_size=cfg.backbone.image_size,
                      mask_size=cfg.data.mask_size, model_name=name, mode=cfg.cluster.mode,

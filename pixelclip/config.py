@@ -117,13 +117,23 @@ class MomentumConfig:
 class DecoderConfig:
     hidden: int = 64  # channels after the input conv and the first upsampling
     mid: int = 32  # channels after the second upsampling
-    groups: int = 4  # GroupNorm groups
+    # GroupNorm groups of both double convs; 0: 16 channels a group in each (the authors': 4 groups at 64
+    # channels, 2 at 32)
+    groups: int = 0
 
     def validate(self, p: str) -> None:
-        for n in ("hidden", "mid", "groups"):
+        for n in ("hidden", "mid"):
             _check(getattr(self, n) >= 1, f"{p}.{n}", "must be >= 1", getattr(self, n))
-        _check(self.hidden % self.groups == 0 and self.mid % self.groups == 0, f"{p}.groups",
-               "must divide decoder.hidden and decoder.mid", self.groups)
+        _check(self.groups >= 0, f"{p}.groups", "must be >= 0 (0: 16 channels a group)", self.groups)
+        size = 16 if self.groups == 0 else None
+        ok = (self.hidden % 16 == 0 and self.mid % 16 == 0) if size else \
+            (self.hidden % self.groups == 0 and self.mid % self.groups == 0)
+        _check(ok, f"{p}.groups", "must divide decoder.hidden and decoder.mid (groups 0: both multiples of 16)",
+               self.groups)
+
+    def block_groups(self) -> tuple[int, int]:
+        """GroupNorm groups of the hidden and the mid double conv."""
+        return (self.hidden // 16, self.mid // 16) if self.groups == 0 else (self.groups, self.groups)
 
 
 @dataclass

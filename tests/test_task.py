@@ -176,3 +176,15 @@ def test_teacher_mode_follows_the_config(tiny_cfg):
     assert not task.eval().teacher.training
     with pytest.raises(pixelclip.ConfigError, match=r"momentum\.teacher_mode"):
         pixelclip.load_config("tiny", ["momentum.teacher_mode=frozen"])
+
+
+def test_decoder_groups_are_the_authors():
+    """16 channels a GroupNorm group by default: 4 groups in the 64-channel block, 2 in the 32-channel one."""
+    task = pixelclip.build_pixelclip(pixelclip.load_config("vit_b16", ["backbone.pretrained=null"]))
+    norms = [m.num_groups for m in task.decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms == [4, 4, 2, 2]
+    tiny = [m.num_groups for m in pixelclip.build_pixelclip(pixelclip.load_config("tiny")).decoder.modules()
+            if isinstance(m, torch.nn.GroupNorm)]
+    assert tiny == [4, 4, 4, 4]  # an explicit decoder.groups serves both blocks
+    with pytest.raises(pixelclip.ConfigError, match=r"decoder\.groups"):
+        pixelclip.load_config("tiny", ["decoder.groups=0"])  # 16 and 8 channels: not multiples of 16

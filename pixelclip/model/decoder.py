@@ -20,16 +20,18 @@ def _double_conv(ch: int, groups: int) -> nn.Sequential:
 
 
 class MaskDecoder(nn.Module):
-    """Args: hidden, mid: channels; groups: GroupNorm groups; out_size: mask resolution (square).
+    """Args: hidden, mid: channels; groups: GroupNorm groups of the two double convs (one int for both, or
+    (hidden block, mid block); the authors': (4, 2)); out_size: mask resolution (square).
     Forward: cos maps [B, K, h, w] -> logits [B, K, out_size, out_size]."""
 
-    def __init__(self, hidden: int = 64, mid: int = 32, groups: int = 4, out_size: int = 256):
+    def __init__(self, hidden: int = 64, mid: int = 32, groups: int | tuple[int, int] = (4, 2), out_size: int = 256):
         super().__init__()
+        g_hidden, g_mid = (groups, groups) if isinstance(groups, int) else groups
         self.stem = nn.Conv2d(1, hidden, 3, padding=1)
         self.up1 = nn.ConvTranspose2d(hidden, hidden, 2, stride=2)
-        self.conv1 = _double_conv(hidden, groups)
+        self.conv1 = _double_conv(hidden, g_hidden)
         self.up2 = nn.ConvTranspose2d(hidden, mid, 2, stride=2)
-        self.conv2 = _double_conv(mid, groups)
+        self.conv2 = _double_conv(mid, g_mid)
         self.head = nn.Conv2d(mid, 1, 3, padding=1)
         self.out_size = out_size
 
