@@ -67,8 +67,11 @@ def _seeded(variants_: dict[str, list[str]], seeds: list[int]) -> dict[str, list
 def model_config(tb: dict, lr_scale: float | None = None) -> dict:
     from pixelclip.config import load_config
 
-    scale = tb["lr_scale"] if lr_scale is None else lr_scale
-    lrs = [f"optim.{k}={v * scale:g}" for k, v in REFERENCE_LR.items()]
+    if lr_scale is None and "lr" in tb:  # the rates of each group, set apart
+        lrs = [f"optim.{k}={v:g}" for k, v in tb["lr"].items()]
+    else:
+        scale = tb["lr_scale"] if lr_scale is None else lr_scale
+        lrs = [f"optim.{k}={v * scale:g}" for k, v in REFERENCE_LR.items()]
     return load_config("synth", [f"optim.steps={tb['steps']}", f"optim.batch_size={tb['batch_size']}", *lrs,
                                  *tb["overrides"]]).to_dict()
 
@@ -189,7 +192,7 @@ def pixelclip_checkpoints(rows: list[dict], opts) -> dict[str, str]:
 
 
 def run(out_dir: Path, fast: bool = False, stack_dir: str = ".stack", lr_pilot: bool = False,
-        command: str = "") -> dict:
+        command: str = "", pilot_spec: dict | None = None) -> dict:
     from pipelines.stack import Stack
 
     t0 = time.perf_counter()
@@ -216,6 +219,9 @@ def run(out_dir: Path, fast: bool = False, stack_dir: str = ".stack", lr_pilot: 
                               convert=ConvertOptions(short_side=tb["scene_px"], min_area=16, max_masks=24)), opts)
     if lr_pilot:
         return _lr_pilot(tb, data, stamp, opts, out_dir)
+    if pilot_spec:
+        return pilot(pilot_spec["name"], pilot_spec["variants"], tb, data, stamp, opts, out_dir,
+                     pilot_spec["steps"], pilot_spec["seeds"], command)
     print("== the starting CLIP (evaluate)", flush=True)
     base = baseline(data["eval"], tb, opts)
     model = model_config(tb)
@@ -242,6 +248,38 @@ def run(out_dir: Path, fast: bool = False, stack_dir: str = ".stack", lr_pilot: 
     report = write_report(out_dir, result)
     print(report.read_text())
     return result
+
+
+def parse_pilot_variant(text: str) -> tuple[str, list[str]]:
+    """`"warm50: optim.warmup_steps=50; optim.lr_clip=1e-4"` -> ("warm50", [the two overrides])."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"--pilot-variant {text!r} must look like 'name: section.field=value; ...'")
+    return name.strip(), [item.strip() for item in rest.split(";") if item.strip()]
+
+
+def pilot(name: str, pilot_variants: dict[str, list[str]], tb: dict, data: dict, stamp: str, opts, out_dir: Path,
+          steps: int, seeds: list[int], command: str) -> dict:
+    """A pilot: named variants of the testbed's model, trained `steps` steps with `seeds`, judged on the
+    development split (never an evaluation split); every pilot is appended to OUT/pilots.json, which
+    the report lists in full."""
+    t0 = time.perf_counter()
+    tb = {**tb, "steps": steps, "validate_every": max(1, steps // 5)}
+    model = model_config(tb)
+    out = sweep(f"pilot-{name}-{stamp}", tb, model, data, "dev", _seeded(pilot_variants, seeds), {}, opts)
+    rows = curves(out)
+    entry = {"name": name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "steps": steps,
+             "seeds": seeds, "variants": pilot_variants, "minutes": round((time.perf_counter() - t0) / 60, 1),
+             "results": {f"{r['variant']}/{r['seed']}": {"val_miou": r["val_miou"], "things": r["val_miou_things"],
+                                                          "stuff": r["val_miou_stuff"], "error": r["error"]}
+                         for r in rows}}
+    path = out_dir / "pilots.json"
+    log = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps([*log, entry], indent=1))
+    for key, res in sorted(entry["results"].items()):
+        curve = " ".join(f"{s}:{v:.1f}" for s, v in sorted(res["val_miou"].items()))
+        print(f"{key:32s} {curve}")
+    return entry
 
 
 def _lr_pilot(tb: dict, data: dict, stamp: str, opts, out_dir: Path) -> dict:
@@ -308,6 +346,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fast", action="store_true", help="one seed, a few steps: the pipeline, not the numbers")
     p.add_argument("--lr-pilot", action="store_true", help="only the learning-rate pilot on the development split")
     p.add_argument("--stack-dir", default=".stack")
+    p.add_argument("--pilot", metavar="NAME", help="a pilot on the development split, appended to OUT/pilots.json")
+    p.add_argument("--pilot-variant", action="append", default=[], metavar="'NAME: field=value; ...'",
+                   help="a variant of the pilot (repeat); overrides on top of the testbed's model")
+    p.add_argument("--pilot-steps", type=int, default=None, help="steps of each pilot trial (default: the testbed's)")
+    p.add_argument("--pilot-seeds", default="0", help="comma-separated seeds of the pilot (default 0)")
     p.add_argument("--report-only", action="store_true",
                    help="render REPORT.md and curves.png again from OUT/results.json; runs nothing")
     p.add_argument("--with-segmentations", action="store_true",
@@ -317,7 +360,14 @@ def main(argv: list[str] | None = None) -> None:
     if a.report_only:
         print(rerender(a.out, cmd.strip(), a.with_segmentations).read_text())
         return
-    run(a.out, fast=a.fast, stack_dir=a.stack_dir, lr_pilot=a.lr_pilot, command=cmd.strip())
+    spec = None
+    if a.pilot:
+        spec = {"name": a.pilot, "variants": dict(map(parse_pilot_variant, a.pilot_variant)),
+                "steps": a.pilot_steps or (FAST if a.fast else TESTBED)["steps"],
+                "seeds": [int(s) for s in a.pilot_seeds.split(",")]}
+        if not spec["variants"]:
+            p.error("--pilot needs at least one --pilot-variant")
+    run(a.out, fast=a.fast, stack_dir=a.stack_dir, lr_pilot=a.lr_pilot, command=cmd.strip(), pilot_spec=spec)
 
 
 if __name__ == "__main__":

@@ -169,25 +169,41 @@ def _report(metrics: dict, task, trainer, step: int, cfg_dict: dict, with_checkp
 
 
 class _Progress:
-    """Rank 0's view of the run: a console line per report and the metrics in MLflow."""
+    """Rank 0's view of the run: a console line per report (and at least every `every_s` seconds between
+    reports) and the metrics in MLflow."""
 
-    def __init__(self, run_id: str | None, tracking_uri: str | None, total: int):
+    def __init__(self, run_id: str | None, tracking_uri: str | None, total: int, batch: int, every_s: float = 30.0):
         self.client = None
         if run_id:
             import mlflow
 
             self.client = mlflow.MlflowClient(tracking_uri)
-        self.run_id, self.total, self.t0, self.step0 = run_id, total, time.perf_counter(), None
+        self.run_id, self.total, self.batch, self.every_s = run_id, total, batch, every_s
+        self.t0 = self.t_line = time.perf_counter()
+        self.step0: int | None = None
+
+    def start(self, step: int) -> None:
+        """The step training (re)starts from: time left is estimated from the steps run since."""
+        self.step0, self.t0 = step, time.perf_counter()
+
+    def _line(self, step: int, m: dict, rate: float) -> None:
+        done = step - (self.step0 if self.step0 is not None else step)
+        left = (time.perf_counter() - self.t0) / done * (self.total - step) if done > 0 else None
+        val = f"  val mIoU {m['val_miou']:.1f}" if "val_miou" in m else ""
+        eta = f"{left / 60:.1f} min" if left is not None else "(after the first step)"
+        print(f"step {step}/{self.total}  loss {m.get('loss', float('nan')):.4f}  {rate:.1f} img/s  "
+              f"clusters {m.get('clusters_used', 0):.0f}{val}  time left {eta}", flush=True)
+        self.t_line = time.perf_counter()
+
+    def tick(self, step: int, m: dict) -> None:
+        """After every step: a line when `every_s` passed since the last one (no MLflow write)."""
+        now = time.perf_counter()
+        if now - self.t_line >= self.every_s:
+            done = step - (self.step0 or 0)
+            self._line(step, m, done * self.batch / max(now - self.t0, 1e-9))
 
     def __call__(self, step: int, m: dict) -> None:
-        if self.step0 is None:
-            self.step0, self.t0 = step, time.perf_counter()
-        done = step - self.step0
-        left = (time.perf_counter() - self.t0) / done * (self.total - step) if done > 0 else float("nan")
-        val = f"  val mIoU {m['val_miou']:.1f}" if "val_miou" in m else ""
-        print(f"step {step}/{self.total}  loss {m.get('loss', float('nan')):.4f}  "
-              f"{m.get('images_per_s', 0.0):.1f} img/s  clusters {m.get('clusters_used', 0):.0f}{val}  "
-              f"time left {left / 60:.1f} min", flush=True)
+        self._line(step, m, m.get("images_per_s", 0.0))
         if self.client is not None:
             self.log(step, m)
 
@@ -232,7 +248,8 @@ def train_loop_per_worker(config: dict) -> None:
         print(f"rank {rank} resumed at step {step}", flush=True)
     shard = ray.train.get_dataset_shard("train")
     per_worker = cfg.optim.batch_size // world
-    progress = _Progress(config.get("run_id"), config.get("tracking_uri"), cfg.optim.steps) if rank == 0 else None
+    progress = _Progress(config.get("run_id"), config.get("tracking_uri"), cfg.optim.steps,
+                         cfg.optim.batch_size) if rank == 0 else None
     val_cfg = config.get("validation")
     validator, last_val = None, {}
     if val_cfg and rank == 0:
@@ -246,6 +263,8 @@ def train_loop_per_worker(config: dict) -> None:
             progress.log(step, last_val)
     total, t_last, n_last, waited, losses = cfg.optim.steps, time.perf_counter(), 0, 0.0, []
     baseline = uninformed_loss(cfg.num_classes)
+    if progress is not None:
+        progress.start(step)
     while step < total:
         got_batch, t_ask = False, time.perf_counter()
         for batch in iter_batches(shard, per_worker, device):
@@ -271,6 +290,8 @@ def train_loop_per_worker(config: dict) -> None:
                 if progress is not None:
                     progress(step, m)
                 _report(m, task, trainer, step, config["model"], due_ckpt or step == total)
+            elif progress is not None:
+                progress.tick(step, m)
             if step >= total:
                 break
             t_ask = time.perf_counter()

@@ -39,7 +39,8 @@ def build_pixelclip(cfg: Config, device: str | torch.device = "cpu") -> PixelCLI
         text = TextEncoder(clip, tokenizer)
         p, mode = cfg.prompts, cfg.cluster.mode
         if mode == "prompts":
-            prompts = ClassPrompts(text, p.num_clusters, p.length, p.template, seed=p.seed)
+            prompts = ClassPrompts(text, p.num_clusters, p.length, p.template, seed=p.seed,
+                                   init_words=p.init_words or None)
         elif mode == "centroids":
             prompts = ClassCentroids(p.num_clusters, student.out_dim, seed=p.seed, device=device)
         elif mode == "names":

@@ -55,9 +55,14 @@ class PromptConfig:
     length: int = 4  # l, tokens per learnable class
     template: str = "A photo of a {} in the scene."
     seed: int = 0  # seed of the random-token initialisation
+    # Initial token ids drawn from the tokens of these words only; empty: the whole vocabulary (the
+    # authors'). For a CLIP trained on few words (the SynthScenes CLIP), whose other embeddings never trained.
+    init_words: list[str] = field(default_factory=list)
 
     def validate(self, p: str) -> None:
         _check(self.num_clusters >= 2, f"{p}.num_clusters", "must be >= 2", self.num_clusters)
+        _check(all(w.strip() for w in self.init_words), f"{p}.init_words", "must hold non-empty words",
+               self.init_words)
         _check(self.length >= 1, f"{p}.length", "must be >= 1", self.length)
         _check(self.template.count("{}") == 1, f"{p}.template", "must contain exactly one '{}'",
                self.template)
@@ -178,7 +183,10 @@ class OptimConfig:
     grad_clip: float = 0.01  # max global gradient norm over all trained parameters; 0 disables
     steps: int = 10_000
     batch_size: int = 48  # global batch, over all workers
-    final_lr_ratio: float = 0.5  # cosine from the base rate to base * ratio, no warm-up
+    final_lr_ratio: float = 0.5  # cosine from the base rate to base * ratio
+    # Linear warm-up of the CLIP image tower's rate over the first N steps (decoder and prompts start at
+    # their full rate: they are new and must fit first). 0: none, as the authors.
+    warmup_steps: int = 0
 
     def validate(self, p: str) -> None:
         for n in ("lr_decoder", "lr_clip", "lr_prompts"):
@@ -191,6 +199,8 @@ class OptimConfig:
         _check(self.batch_size >= 1, f"{p}.batch_size", "must be >= 1", self.batch_size)
         _check(0 <= self.final_lr_ratio <= 1, f"{p}.final_lr_ratio", "must be in [0, 1]",
                self.final_lr_ratio)
+        _check(0 <= self.warmup_steps < self.steps, f"{p}.warmup_steps", "must be in [0, optim.steps)",
+               self.warmup_steps)
 
 
 @dataclass

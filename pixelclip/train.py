@@ -55,12 +55,21 @@ def cosine_factor(step: int, total: int, final_ratio: float) -> float:
     return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def warmup_factor(step: int, warmup: int) -> float:
+    """Linear from 1/warmup at step 0 to 1 at step `warmup - 1` and after; 1 when warmup is 0."""
+    return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+
+
 def build_optimizer(task: PixelCLIP, cfg: Config):
-    """(AdamW, LambdaLR cosine schedule) for `task` under `cfg.optim`."""
+    """(AdamW, LambdaLR schedule) for `task` under `cfg.optim`: cosine for every group, times the
+    linear warm-up (`optim.warmup_steps`) for the CLIP image tower's groups."""
     o = cfg.optim
     opt = torch.optim.AdamW(param_groups(task, cfg), betas=tuple(o.betas))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: cosine_factor(s, o.steps, o.final_lr_ratio))
+
+    def factor(warm: bool):
+        return lambda s: cosine_factor(s, o.steps, o.final_lr_ratio) * (warmup_factor(s, o.warmup_steps) if warm else 1)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [factor(g["name"].startswith("clip")) for g in opt.param_groups])
     return opt, sched
 
 

@@ -63,6 +63,35 @@ def overlay(image, labels, names: Sequence[str] | None = None, alpha: float = 0.
     return canvas
 
 
+def comparison(image, panels: Sequence[tuple[str, object]], names: Sequence[str], scale: int = 4) -> Image.Image:
+    """Side by side, each `scale` times larger (nearest, so label edges stay sharp): the image, then one
+    panel per (title, label map [H, W]) -- e.g. the truth, a model before and after training -- with its
+    title above, and a legend of every class present in any panel below."""
+    img = image_rgb8(image)  # [H, W, 3]
+    H, W = img.shape[:2]
+    maps = [(t, lab.cpu().numpy() if isinstance(lab, torch.Tensor) else np.asarray(lab)) for t, lab in panels]
+    for t, lab in maps:
+        if lab.shape != (H, W):
+            raise ValueError(f"panel {t!r}: labels {lab.shape} and image {(H, W)} differ in size")
+    colours = palette(len(names))
+    tiles = [("image", img)] + [(t, colours[lab]) for t, lab in maps]
+    side_w, side_h = W * scale, H * scale
+    unit = max(14, side_w // 12)  # title row height
+    font = ImageFont.load_default(size=unit - 4)
+    gap = scale * 2
+    width = len(tiles) * side_w + (len(tiles) - 1) * gap
+    present = sorted(set().union(*(np.unique(lab).tolist() for _, lab in maps)))
+    legend = _legend(width, [(str(names[c]), colours[c]) for c in present if c < len(names)])
+    canvas = Image.new("RGB", (width, unit + side_h + legend.height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, (title, tile) in enumerate(tiles):
+        x = k * (side_w + gap)
+        draw.text((x + 2, 2), title, fill="black", font=font)
+        canvas.paste(Image.fromarray(tile.astype(np.uint8)).resize((side_w, side_h), Image.NEAREST), (x, unit))
+    canvas.paste(legend, (0, unit + side_h))
+    return canvas
+
+
 def _legend(width: int, entries: list[tuple[str, np.ndarray]]) -> Image.Image:
     """A legend of (name, colour) entries in columns, `width` wide; text scales with the width."""
     unit = max(14, width // 64)  # row height in pixels

@@ -138,3 +138,19 @@ def test_load_task_restores_the_learned_prompts(tiny_checkpoint):
     assert not loaded.training
     with torch.no_grad():
         assert torch.allclose(loaded.class_features(), task.class_features(), atol=1e-6)
+
+
+def test_comparison_puts_image_truth_and_models_side_by_side():
+    from pixelclip.viz import comparison, palette
+
+    img = np.zeros((16, 24, 3), np.uint8)
+    truth = np.zeros((16, 24), np.int64)
+    truth[:, 12:] = 2
+    pred = np.ones((16, 24), np.int64)
+    pic = comparison(img, [("truth", truth), ("model", pred)], ["sky", "grass", "cat"], scale=4)
+    assert pic.width == 3 * 96 + 2 * 8 and pic.height > 64  # three 4x panels, titles and a legend
+    arr = np.asarray(pic)
+    top = max(14, 96 // 12)
+    colours = palette(3)
+    assert (arr[top + 10, 96 + 8 + 5] == colours[0]).all() and (arr[top + 10, 96 + 8 + 60] == colours[2]).all()
+    assert (arr[top + 10, 2 * (96 + 8) + 5] == colours[1]).all()

@@ -128,6 +128,10 @@ def test_the_demo_runs_the_whole_pipeline(tmp_path):
         assert summary["registered"].startswith("models:/pixelclip-demo@champion")
         assert 0 <= summary["miou_start"] <= 100 and 0 <= summary["miou_finetuned"] <= 100
         assert (out / "overlay.png").stat().st_size > 0 and "== where to look" in done.stdout
+        from PIL import Image
+
+        with Image.open(out / "before_after.png") as pic:  # image | truth | start | fine-tuned, 4x
+            assert pic.width >= 4 * 4 * 96 and "| gain |" in done.stdout
         assert set(summary["seconds"]) >= {"prepare", "train", "evaluate the fine-tuned model", "segment"}
     finally:
         assert main(["down", "--dir", str(root)]) == 0

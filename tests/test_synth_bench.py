@@ -116,3 +116,25 @@ def test_chance_is_what_uniformly_random_labels_score():
     iou = cm.iou()
     present = cm.matrix.sum(1) > 0  # the formula averages over the classes in the truth
     assert chance(tb)["miou"] == pytest.approx(float(iou[present].mean() * 100), abs=0.1)
+
+
+def test_scene_confusions_sum_to_the_split_miou_and_bootstrap_brackets_it():
+    import numpy as np
+    import torch
+
+    from pipelines.synth_eval import bootstrap_interval, group_miou, miou
+    from pixelclip.eval.miou import ConfusionMatrix
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 5, (40, 8, 8))
+    pred = np.where(rng.random((40, 8, 8)) < 0.6, truth, rng.integers(0, 5, (40, 8, 8)))
+    confs = np.stack([np.bincount(t.ravel() * 5 + p.ravel(), minlength=25).reshape(5, 5)
+                      for t, p in zip(truth, pred, strict=True)])
+    cm = ConfusionMatrix(5)
+    cm.update(torch.from_numpy(pred), torch.from_numpy(truth))
+    assert abs(miou(confs.sum(0)) - cm.miou() * 100) < 1e-9
+    assert abs(group_miou(confs.sum(0), [0, 1, 2, 3, 4]) - miou(confs.sum(0))) < 1e-9
+    lo, hi = bootstrap_interval([confs], n=300)
+    assert lo < miou(confs.sum(0)) < hi and hi - lo < 20
+    wide = bootstrap_interval([confs[:8]], n=300)
+    assert wide[1] - wide[0] > hi - lo  # fewer scenes: a wider interval

@@ -91,6 +91,28 @@ def test_schedule_and_groups(tiny_task, tiny_cfg):
     assert groups["prompts"]["lr"] == pytest.approx(0.5 * tiny_cfg.optim.lr_prompts)
 
 
+def test_encoder_warmup_leaves_decoder_and_prompts_at_full_rate():
+    """optim.warmup_steps ramps the CLIP tower's rate linearly; the decoder and the prompts start at theirs."""
+    from pixelclip.train import cosine_factor
+
+    cfg = pixelclip.load_config("tiny", ["optim.warmup_steps=10"])
+    trainer = pixelclip.Trainer(pixelclip.build_pixelclip(cfg), cfg)
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert groups["clip"]["lr"] == pytest.approx(cfg.optim.lr_clip / 10)
+    assert groups["decoder"]["lr"] == pytest.approx(cfg.optim.lr_decoder)
+    assert groups["prompts"]["lr"] == pytest.approx(cfg.optim.lr_prompts)
+    for _ in range(4):
+        trainer.scheduler.step()
+    cos4 = cosine_factor(4, cfg.optim.steps, cfg.optim.final_lr_ratio)
+    assert groups["clip_no_wd"]["lr"] == pytest.approx(cfg.optim.lr_clip * 0.5 * cos4)
+    for _ in range(10):
+        trainer.scheduler.step()
+    cos14 = cosine_factor(14, cfg.optim.steps, cfg.optim.final_lr_ratio)
+    assert groups["clip"]["lr"] == pytest.approx(cfg.optim.lr_clip * cos14)  # after the warm-up: the cosine
+    with pytest.raises(pixelclip.ConfigError, match=r"optim\.warmup_steps"):
+        pixelclip.load_config("tiny", ["optim.warmup_steps=30"])
+
+
 def test_image_without_masks_is_skipped_and_empty_batch_is_finite(tiny_task, tiny_cfg):
     batch = synthetic_batch(tiny_cfg)
     batch["masks"][1] = False  # image 1 has no masks
@@ -188,3 +210,19 @@ def test_decoder_groups_are_the_authors():
     assert tiny == [4, 4, 4, 4]  # an explicit decoder.groups serves both blocks
     with pytest.raises(pixelclip.ConfigError, match=r"decoder\.groups"):
         pixelclip.load_config("tiny", ["decoder.groups=0"])  # 16 and 8 channels: not multiples of 16
+
+
+def test_prompts_can_start_from_the_tokens_of_given_words():
+    """prompts.init_words: the initial tokens are embeddings of those words' tokens only."""
+    from pixelclip.synth import caption_words
+
+    words = caption_words()
+    assert {"a", "grass", "ball", "photo"} <= set(words)
+    cfg = pixelclip.load_config("tiny", ["prompts.init_words=[grass, ball]"])
+    task = pixelclip.build_pixelclip(cfg)
+    text = task.text
+    allowed = torch.cat([text.tokenize([w])[0, 1:2] for w in ("grass", "ball")])  # one token each
+    table = text.tower.token_embedding.weight[allowed]  # [2, d]
+    tokens = task.prompts.tokens.detach().reshape(-1, table.shape[1])  # [K*l, d]
+    assert all(any(torch.equal(t, row) for row in table) for t in tokens)
+    assert not torch.equal(task.prompts.tokens, pixelclip.build_pixelclip(pixelclip.load_config("tiny")).prompts.tokens)

@@ -33,7 +33,8 @@ def test_validator_equals_a_direct_evaluation_and_restores_training_mode(split):
     val = Validator(_cfg(split, limit=4))
     assert len(val) == 4
     out = val(task)
-    assert task.training and task.teacher.training is False  # back in training mode afterwards
+    # back in training mode afterwards, the teacher as its teacher_mode says ("train", the authors')
+    assert task.training and task.student.training and task.teacher.training
     seg = Segmenter.from_pixelclip(task.eval(), mode="maskclip", templates=("A photo of a {} in the scene.",))
     cm = ConfusionMatrix(len(CLASS_NAMES))
     for s in val.samples:

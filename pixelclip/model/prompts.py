@@ -120,10 +120,14 @@ class ClassPrompts(nn.Module):
         num_classes: K.  length: l.  template: text with one `{}`.
         seed: seed of the random-token initialisation (ids drawn uniformly from the vocabulary,
             special tokens excluded, embedded with CLIP's token embedding).
+        init_words: draw the initial ids from the tokens of these words only (None: the whole
+            vocabulary, the authors'). For a CLIP trained on a small vocabulary, whose other token
+            embeddings never trained.
     Forward: (the same text encoder) -> class features [K, D] (not normalised).
     """
 
-    def __init__(self, text: TextEncoder, num_classes: int, length: int, template: str, seed: int = 0):
+    def __init__(self, text: TextEncoder, num_classes: int, length: int, template: str, seed: int = 0,
+                 init_words: list[str] | None = None):
         super().__init__()
         ids, pos = placeholder_positions(text.tokenizer, template, length)
         device = text.tower.token_embedding.weight.device
@@ -133,7 +137,14 @@ class ClassPrompts(nn.Module):
         special = int(ids.max())  # the end-of-text id is the largest in CLIP's vocabulary
         high = min(vocab, special - 1) if special > 1 else vocab
         gen = torch.Generator().manual_seed(seed)
-        init_ids = torch.randint(0, high, (num_classes, length), generator=gen)  # [K, l]
+        if init_words:
+            pool = torch.cat([text.tokenize([w])[0] for w in init_words])
+            pool = pool[(pool > 0) & (pool < high)].unique()  # the words' tokens, no padding or specials
+            if pool.numel() == 0:
+                raise ValueError(f"prompts.init_words {init_words[:5]} give no ordinary tokens")
+            init_ids = pool[torch.randint(0, pool.numel(), (num_classes, length), generator=gen)]  # [K, l]
+        else:
+            init_ids = torch.randint(0, high, (num_classes, length), generator=gen)  # [K, l]
         with torch.no_grad():
             init = text.tower.token_embedding.weight[init_ids.to(device)].clone().float()  # [K, l, d_e]
         self.tokens = nn.Parameter(init)

@@ -17,6 +17,7 @@ from .scenes import (
                      Scene,
                      SceneConfig,
                      caption,
+                     caption_words,
                      make_scene,
                      scene_at,
                      scene_rng,
@@ -25,5 +26,5 @@ from .textures import TEXTURES
 from .things import THINGS, ThingClass
 
 __all__ = ["CLASS_NAMES", "MASK_MODES", "NUM_STUFF", "STUFF_NAMES", "TEXTURES", "THINGS", "THING_NAMES", "Scene",
-           "SceneConfig", "ThingClass", "caption", "kmeans_masks", "make_scene", "oversegment", "scene_at",
-           "scene_masks", "scene_rng"]
+           "SceneConfig", "ThingClass", "caption", "caption_words", "kmeans_masks", "make_scene", "oversegment",
+           "scene_at", "scene_masks", "scene_rng"]

@@ -189,6 +189,14 @@ def caption(thing_names: list[str], stuff_names: list[str], rng: np.random.Gener
     return _TEMPLATES[rng.integers(len(_TEMPLATES))].format(things=things, stuff=stuff)
 
 
+def caption_words() -> list[str]:
+    """Every word a SynthScenes caption can hold (class names, articles, the templates' words): the
+    vocabulary the SynthScenes CLIP's text tower trained on."""
+    words = {w for t in _TEMPLATES for w in t.replace("{things}", " ").replace("{stuff}", " ").split()}
+    words |= {"a", "an", "and", "next", "to", ","} | set(CLASS_NAMES)
+    return sorted(words)
+
+
 def make_scene(rng: np.random.Generator, cfg: SceneConfig | None = None) -> Scene:
     """Draw one scene with `rng` (the same generator state gives the same scene)."""
     cfg = cfg or SceneConfig()
