@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from pipelines import storage
-from pipelines.synth_report import claims, draw_curves, draw_segmentations, step0_gap, summarize, write_report
+from pipelines.synth_report import claims, draw_curves, draw_segmentations, goals, step0_gap, summarize, write_report
 
 DATA = "s3://data/synthbench"
 BENCH = "ade20k-150"  # the layout the splits are written in
@@ -40,14 +40,18 @@ BENCH = "ade20k-150"  # the layout the splits are written in
 # The testbed, fixed before any ablation ran (REPORT.md says how each value was chosen).
 TESTBED = {
     "scene_px": 128, "masks": "oversegmented", "train_shards": 8, "images_per_shard": 64,
-    "eval_images": 64, "eval_seed": 1, "dev_images": 48, "dev_seed": 2,
+    "eval_images": 256, "eval_seed": 1, "eval2_images": 256, "eval2_seed": 3, "val_limit": 64,
+    "dev_images": 48, "dev_seed": 2,
     "steps": 120, "batch_size": 8, "validate_every": 30, "seeds": [0, 1, 2], "clusters": [6, 96],
+    "variant_seeds": {"pixelclip": [0, 1, 2, 3, 4], "no-clustering": [0, 1, 2, 3, 4]},  # the two headline goals
     "cluster_seeds": [0],
     "lr_scale": 50.0,  # x the reference rates (encoder 2e-6, decoder 2e-4, prompts 2e-3): chosen by --lr-pilot
     "overrides": ["decoder.hidden=16", "decoder.mid=8", "data.mask_size=32"],
 }
-FAST = {**TESTBED, "train_shards": 2, "images_per_shard": 16, "eval_images": 8, "dev_images": 4, "steps": 4,
-        "batch_size": 4, "validate_every": 2, "seeds": [0], "clusters": [6], "cluster_seeds": [0]}
+FAST = {**TESTBED, "variant_seeds": {}, "train_shards": 2, "images_per_shard": 16, "eval_images": 8,
+        "eval2_images": 4, "val_limit": 8, "dev_images": 4, "steps": 4, "batch_size": 4, "validate_every": 2,
+        "seeds": [0], "clusters": [], "cluster_seeds": [0],
+        "variants": ["pixelclip", "no-clustering"]}  # the pipeline end to end; every variant steps in the tests
 REFERENCE_LR = {"lr_clip": 2e-6, "lr_decoder": 2e-4, "lr_prompts": 2e-3}
 
 
@@ -59,21 +63,29 @@ def variants(class_names: list[str]) -> dict[str, list[str]]:
             "no-momentum": ["momentum.gamma=0"]}
 
 
-def _seeded(variants_: dict[str, list[str]], seeds: list[int]) -> dict[str, list[str]]:
+def _seeded(variants_: dict[str, list[str]], seeds: list[int],
+            per_variant: dict[str, list[int]] | None = None) -> dict[str, list[str]]:
+    """One trial per variant and seed (`per_variant` gives some variants other seeds)."""
     return {f"{name}/{s}": [*items, f"seed={s}", f"prompts.seed={s}"] for name, items in variants_.items()
-            for s in seeds}
+            for s in (per_variant or {}).get(name, seeds)}
 
 
-def model_config(tb: dict, lr_scale: float | None = None) -> dict:
-    from pixelclip.config import load_config
-
+def testbed_overrides(tb: dict = TESTBED, lr_scale: float | None = None) -> list[str]:
+    """The testbed's model on top of the synth preset, steps and batch aside: its learning rates and its
+    other settings (also what `make demo` fine-tunes with)."""
     if lr_scale is None and "lr" in tb:  # the rates of each group, set apart
         lrs = [f"optim.{k}={v:g}" for k, v in tb["lr"].items()]
     else:
         scale = tb["lr_scale"] if lr_scale is None else lr_scale
         lrs = [f"optim.{k}={v * scale:g}" for k, v in REFERENCE_LR.items()]
-    return load_config("synth", [f"optim.steps={tb['steps']}", f"optim.batch_size={tb['batch_size']}", *lrs,
-                                 *tb["overrides"]]).to_dict()
+    return [*lrs, *tb["overrides"]]
+
+
+def model_config(tb: dict, lr_scale: float | None = None) -> dict:
+    from pixelclip.config import load_config
+
+    return load_config("synth", [f"optim.steps={tb['steps']}", f"optim.batch_size={tb['batch_size']}",
+                                 *testbed_overrides(tb, lr_scale)]).to_dict()
 
 
 def write_data(tb: dict, opts) -> dict:
@@ -85,7 +97,11 @@ def write_data(tb: dict, opts) -> dict:
     write_train_shards(f"{DATA}/raw", tb["train_shards"], tb["images_per_shard"], tb["masks"], cfg, seed=0, opts=opts)
     write_eval_split(f"{DATA}/eval", tb["eval_images"], cfg, seed=tb["eval_seed"], opts=opts)
     write_eval_split(f"{DATA}/dev", tb["dev_images"], cfg, seed=tb["dev_seed"], opts=opts)
-    return {"raw": f"{DATA}/raw/", "ready": f"{DATA}/ready/", "eval": f"{DATA}/eval", "dev": f"{DATA}/dev"}
+    out = {"raw": f"{DATA}/raw/", "ready": f"{DATA}/ready/", "eval": f"{DATA}/eval", "dev": f"{DATA}/dev"}
+    if tb.get("eval2_images"):  # the second evaluation split, drawn with another seed
+        write_eval_split(f"{DATA}/eval2", tb["eval2_images"], cfg, seed=tb["eval2_seed"], opts=opts)
+        out["eval2"] = f"{DATA}/eval2"
+    return out
 
 
 def validation(root: str, tb: dict, limit: int) -> dict:
@@ -146,7 +162,8 @@ def sweep(name: str, tb: dict, model: dict, data: dict, split: str, variants_: d
     job = TuneJobConfig(data=data["ready"], storage=f"{DATA}/sweeps", name=name, model=model, search=search,
                         variants=variants_, metric="val_miou", mode="max", scheduler="fifo", workers=1,
                         cpus_per_worker=1.0, checkpoint_every=tb["steps"], log_every=tb["validate_every"],
-                        validation=validation(data[split], tb, tb[f"{split}_images"]))
+                        validation=validation(data[split], tb, min(tb[f"{split}_images"],
+                                                                   tb.get("val_limit") or 10 ** 9)))
     return run_tune(job, opts)
 
 
@@ -177,6 +194,57 @@ def trial_checkpoint(sweep_name: str, trial: str, opts) -> str:
     if ckpt is None:
         raise RuntimeError(f"no checkpoint under {run_uri}")
     return ckpt
+
+
+def row_checkpoint(row: dict, opts) -> str:
+    """The final checkpoint of the trial behind one `curves` row (its sweep from the MLflow run's tags)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(os.environ.get("MLFLOW_TRACKING_URI"))
+    return trial_checkpoint(client.get_run(row["run_id"]).data.tags["pixelclip.sweep"], row["trial"], opts)
+
+
+READOUTS = ("sclip", "clearclip")  # reported beside the paper's MaskCLIP readout for the start and PixelCLIP
+
+
+def final_scores(rows: list[dict], data: dict, tb: dict, opts, out_dir: Path) -> dict:
+    """Every trial's final checkpoint and the starting CLIP scored scene by scene on both evaluation splits
+    (all their scenes; training validated on the first `val_limit`), summarised by
+    `synth_eval.summarize_final`. The confusions go to OUT/scene_confusions.npz."""
+    import numpy as np
+
+    from pipelines.models import load_segmenter
+    from pipelines.synth_eval import scene_confusions, summarize_final
+    from pipelines.validation import ValidationConfig, Validator
+    from pixelclip.config import SYNTH_CHECKPOINT
+    from pixelclip.synth import CLASS_NAMES, STUFF_NAMES, THING_NAMES
+
+    names = list(CLASS_NAMES)
+    splits = [s for s in ("eval", "eval2") if s in data]
+    samples = {s: Validator(ValidationConfig(**validation(data[s], tb, tb[f"{s}_images"])), opts).samples
+               for s in splits}
+    start_uri = f"openclip:pixelclip-synth-vit:{SYNTH_CHECKPOINT}"
+
+    def score(uri: str, mode: str | None = None, **kw) -> dict[str, np.ndarray]:
+        seg = load_segmenter(uri, templates="single", mode=mode, opts=opts, **kw)
+        return {s: scene_confusions(seg, samples[s], names) for s in splits}
+
+    start = {"maskclip": score(start_uri, image_size=tb["scene_px"]),
+             **{m: score(start_uri, m, image_size=tb["scene_px"]) for m in READOUTS}}
+    trials = []
+    for r in rows:
+        uri = row_checkpoint(r, opts)
+        confs = {"maskclip": score(uri)}
+        if r["variant"] == "pixelclip" and r["clusters"] is None:
+            confs.update({m: score(uri, m) for m in READOUTS})
+        trials.append(({"variant": r["variant"], "seed": r["seed"], "clusters": r["clusters"]}, confs))
+    arrays = {f"start|{m}|{s}": c for m, per in start.items() for s, c in per.items()}
+    for meta, confs in trials:
+        key = f"{meta['variant']}/{meta['seed']}/K{meta['clusters']}"
+        arrays.update({f"{key}|{m}|{s}": c for m, per in confs.items() for s, c in per.items()})
+    np.savez_compressed(out_dir / "scene_confusions.npz", **arrays)
+    groups = {"stuff": [names.index(n) for n in STUFF_NAMES], "things": [names.index(n) for n in THING_NAMES]}
+    return summarize_final(start, trials, groups, {s: tb[f"{s}_seed"] for s in splits})
 
 
 def pixelclip_checkpoints(rows: list[dict], opts) -> dict[str, str]:
@@ -226,21 +294,27 @@ def run(out_dir: Path, fast: bool = False, stack_dir: str = ".stack", lr_pilot: 
     base = baseline(data["eval"], tb, opts)
     model = model_config(tb)
     print("== sweep: components", flush=True)
-    comp = sweep(f"components-{stamp}", tb, model, data, "eval", _seeded(variants(list(CLASS_NAMES)),
-                                                                                tb["seeds"]), {}, opts)
-    print("== sweep: clusters", flush=True)
-    clus = sweep(f"clusters-{stamp}", tb, model, data, "eval", _seeded({"pixelclip": []}, tb["cluster_seeds"]),
-                 {"prompts.num_clusters": tb["clusters"]}, opts)
-    rows = curves(comp) + curves(clus)
+    chosen = {k: v for k, v in variants(list(CLASS_NAMES)).items() if k in tb.get("variants", [k])}
+    comp = sweep(f"components-{stamp}", tb, model, data, "eval", _seeded(chosen, tb["seeds"], tb.get("variant_seeds")),
+                 {}, opts)
+    rows = curves(comp)
+    if tb["clusters"]:
+        print("== sweep: clusters", flush=True)
+        clus = sweep(f"clusters-{stamp}", tb, model, data, "eval", _seeded({"pixelclip": []}, tb["cluster_seeds"]),
+                     {"prompts.num_clusters": tb["clusters"]}, opts)
+        rows += curves(clus)
     k_default = model["prompts"]["num_clusters"]
     summary = summarize(rows, base, k_default)
+    print("== final checkpoints, scene by scene, on both evaluation splits", flush=True)
+    final = final_scores(rows, data, tb, opts, out_dir)
     print("== figures", flush=True)
     draw_curves(rows, base, out_dir / "curves.png")
     draw_segmentations(pixelclip_checkpoints(rows, opts), tb, out_dir / "segmentations.png", opts, n=2 if fast else 4)
     result = {"command": command or "python -m pipelines.synth_bench", "date": time.strftime("%Y-%m-%d"),
               "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}", "testbed": tb, "baseline": base,
               "class_names": list(CLASS_NAMES), "n_stuff": NUM_STUFF, "summary": summary,
-              "claims": claims(summary, base), "trials": rows, "choice": CHOICE,
+              "claims": claims(summary, base), "trials": rows, "choice": CHOICE, "final": final,
+              "goals": goals(final), "pilots": _pilots(out_dir),
               "step0_vs_evaluate": step0_gap(rows, base), "chance": chance(tb),
               "failed": [f"{r['variant']}/{r['seed']} K={r['clusters']}: {r['error']}" for r in rows if r["error"]],
               "minutes": (time.perf_counter() - t0) / 60}
@@ -280,6 +354,12 @@ def pilot(name: str, pilot_variants: dict[str, list[str]], tb: dict, data: dict,
         curve = " ".join(f"{s}:{v:.1f}" for s, v in sorted(res["val_miou"].items()))
         print(f"{key:32s} {curve}")
     return entry
+
+
+def _pilots(out_dir: Path) -> list[dict]:
+    """Every pilot run for this testbed (OUT/pilots.json), for the report."""
+    path = out_dir / "pilots.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _lr_pilot(tb: dict, data: dict, stamp: str, opts, out_dir: Path) -> dict:
@@ -327,6 +407,7 @@ def rerender(out_dir: Path, command: str, segmentations: bool = False) -> Path:
         for m in ("val_miou", "val_miou_stuff", "val_miou_things"):
             r[m] = {int(k): v for k, v in r[m].items()}
     result.setdefault("chance", chance(result["testbed"]))
+    result["pilots"] = _pilots(out_dir)  # every pilot run so far, also those after the measured run
     if command not in result["command"]:
         result["command"] += f"` (measured), then rendered by `{command}"
     draw_curves(result["trials"], result["baseline"], out_dir / "curves.png")

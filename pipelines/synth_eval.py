@@ -60,3 +60,84 @@ def bootstrap_interval(per_seed: list[np.ndarray], n: int = 1000, seed: int = 0,
         stats[b] = np.mean([fn(c[idx].sum(0)) for c in per_seed])
     lo, hi = np.nanpercentile(stats, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def bootstrap(stat, n_scenes: int, n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of `stat(idx)` over `n` draws of `n_scenes` scene indices with replacement."""
+    rng = np.random.default_rng(seed)
+    stats = np.array([stat(rng.integers(0, n_scenes, n_scenes)) for _ in range(n)])
+    lo, hi = np.nanpercentile(stats, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def mean_over_seeds(per_seed: list[np.ndarray], idx: np.ndarray | None = None, fn=miou) -> float:
+    """Mean over seeds of `fn` of each seed's summed confusions (over the scenes `idx`; None: all)."""
+    return float(np.mean([fn(c.sum(0) if idx is None else c[idx].sum(0)) for c in per_seed]))
+
+
+def compare(a: list[np.ndarray], b: list[np.ndarray], n: int = 1000, seed: int = 0, fn=miou) -> dict:
+    """Mean of `a` minus mean of `b` over seeds (both scored on the same scenes), with a scene-bootstrap
+    interval of the difference: one draw of scenes shared by both, so the scenes' own difficulty cancels."""
+    d = mean_over_seeds(a, fn=fn) - mean_over_seeds(b, fn=fn)
+    lo, hi = bootstrap(lambda idx: mean_over_seeds(a, idx, fn) - mean_over_seeds(b, idx, fn), a[0].shape[0], n,
+                       seed)
+    return {"difference": round(d, 2), "interval": [round(lo, 2), round(hi, 2)]}
+
+
+def _seed_stats(values: list[float]) -> dict:
+    vals = [v for v in values if v == v]  # NaN: the group absent from the split
+    return {"mean": round(float(np.mean(vals)), 2) if vals else None,
+            "std": round(float(np.std(vals, ddof=1)), 2) if len(vals) > 1 else 0.0,
+            "min": min(vals) if vals else None, "max": max(vals) if vals else None, "n": len(vals),
+            "values": values}
+
+
+def summarize_final(start: dict, trials: list[tuple[dict, dict]], groups: dict[str, list[int]],
+                    split_seeds: dict[str, int], n_boot: int = 1000) -> dict:
+    """The final checkpoints' numbers from their per-scene confusions.
+
+    start: {readout: {split: [N, C, C]}} of the starting CLIP ("maskclip" first, the paper's readout);
+    trials: [({"variant", "seed", "clusters"}, {readout: {split: [N, C, C]}})]; groups: {name: class ids}.
+    Returns per split: the start's scores (and its other readouts); per trial its scores; per variant
+    (K sweep excluded) the mean over seeds with the scene-bootstrap interval of the mean, and its
+    difference to the start and to PixelCLIP with the interval of the difference."""
+    fns = {"miou": miou, **{g: (lambda c, idx=idx: group_miou(c, idx)) for g, idx in groups.items()}}
+    splits = list(split_seeds)
+
+    def scores(c: np.ndarray) -> dict:
+        return {k: round(f(c.sum(0)), 2) for k, f in fns.items()}
+
+    rows = []
+    for meta, confs in trials:
+        row = {**meta, **{s: scores(confs["maskclip"][s]) for s in splits}}
+        others = {m: {s: scores(c) for s, c in per.items()} for m, per in confs.items() if m != "maskclip"}
+        if others:
+            row["readouts"] = others
+        rows.append(row)
+    by_variant: dict[str, list[int]] = {}
+    for i, (meta, _) in enumerate(trials):
+        if meta["clusters"] is None:
+            by_variant.setdefault(meta["variant"], []).append(i)
+    ref = by_variant.get("pixelclip", [])
+    variants = {}
+    for v, ids in by_variant.items():
+        out = {}
+        for s in splits:
+            per = [trials[i][1]["maskclip"][s] for i in ids]
+            entry = {}
+            for m, f in fns.items():
+                entry[m] = _seed_stats([rows[i][s][m] for i in ids])
+                lo, hi = bootstrap(lambda idx, f=f, per=per: mean_over_seeds(per, idx, f), per[0].shape[0], n_boot)
+                entry[m]["interval"] = [round(lo, 2), round(hi, 2)]
+            entry["vs_start"] = {m: compare(per, [start["maskclip"][s]], n_boot, fn=f) for m, f in fns.items()}
+            if v != "pixelclip" and ref:
+                entry["vs_pixelclip"] = compare(per, [trials[i][1]["maskclip"][s] for i in ref], n_boot)
+            out[s] = entry
+        variants[v] = out
+    start_scores = {}
+    for s in splits:
+        start_scores[s] = {**scores(start["maskclip"][s]),
+                           "readouts": {m: scores(per[s]) for m, per in start.items() if m != "maskclip"}}
+    return {"splits": {s: {"seed": seed, "scenes": int(start["maskclip"][s].shape[0])}
+                       for s, seed in split_seeds.items()},
+            "start": start_scores, "trials": rows, "variants": variants}

@@ -107,7 +107,8 @@ def write_report(out_dir: Path, result: dict) -> Path:
     for v, e in summ["variants"].items():
         lines.append(f"| {v} | {_fmt(e['val_miou'])} | {_fmt(e['val_miou_stuff'])} | {_fmt(e['val_miou_things'])} "
                      f"| {_fmt(e['gain'])} | {PAPER_3A.get(v, 'n/a')} |")
-    lines += ["", "## Number of clusters K (Table 3b in miniature, final step)", "",
+    lines += ["", *goal_lines(result), *pilot_lines(result)]
+    lines += ["## Number of clusters K (Table 3b in miniature, final step)", "",
               "| K | mIoU |", "|---:|---:|"]
     lines += [f"| {k} | {_fmt(s)} |" for k, s in summ["clusters"].items()]
     lines += ["", "## The paper's claims, checked", "",
@@ -208,3 +209,150 @@ def draw_segmentations(checkpoints: dict[str, str], tb: dict, path: Path, opts, 
     fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# -- the goal, judged on the final checkpoints scored scene by scene (synth_bench.final_scores) -----------------
+
+GOAL_RATIO = 1.3  # PixelCLIP's mean mIoU over the starting CLIP's, at least
+GOAL_SEEDS = 5  # seeds for the two headline goals
+OTHER_SEEDS = 3  # seeds for the other comparisons
+
+COMPARISONS = (("no-text-encoder", "the CLIP text encoder (prompts) vs free centroids"),
+               ("fixed-names", "learnable class prompts vs fixed class names"),
+               ("no-momentum", "the momentum encoder vs none"))
+
+
+def goals(final: dict) -> list[dict]:
+    """The benchmark's goals, each judged on every evaluation split; a goal holds when it holds on all."""
+    out = []
+    v = final["variants"]
+    splits = list(final["splits"])
+
+    def per_split(fn) -> dict:
+        return {s: fn(s) for s in splits}
+
+    def beat_start(s: str) -> dict:
+        e, base = v.get("pixelclip", {}).get(s), final["start"][s]["miou"]
+        if not e:
+            return {"holds": None, "why": "no PixelCLIP trial"}
+        m = e["miou"]
+        ratio = m["mean"] / base if base else None
+        seeds_above = sum(x > base for x in m["values"])
+        holds = None if m["n"] < GOAL_SEEDS else bool(ratio >= GOAL_RATIO and seeds_above == m["n"])
+        return {"holds": holds, "ratio": round(ratio, 3) if ratio else None, "seeds_above": seeds_above,
+                "n": m["n"], "mean": m["mean"], "std": m["std"], "interval": m["interval"], "start": base,
+                "stuff": e["stuff"]["mean"], "things": e["things"]["mean"],
+                "why": f"{m['n']} seed(s), {GOAL_SEEDS} needed" if m["n"] < GOAL_SEEDS else ""}
+
+    def collapse(s: str) -> dict:
+        a, b = v.get("no-clustering", {}).get(s), v.get("pixelclip", {}).get(s)
+        if not a or not b:
+            return {"holds": None, "why": "a variant is missing"}
+        spread = max(a["miou"]["std"], b["miou"]["std"])
+        d = a["vs_pixelclip"]
+        n = min(a["miou"]["n"], b["miou"]["n"])
+        holds = None if n < GOAL_SEEDS else bool(-d["difference"] > spread)
+        return {"holds": holds, "difference": d["difference"], "interval": d["interval"], "spread": spread, "n": n,
+                "why": f"{n} seed(s), {GOAL_SEEDS} needed" if n < GOAL_SEEDS else ""}
+
+    out.append({"goal": f"PixelCLIP beats the starting CLIP (mean >= {GOAL_RATIO}x, every seed above)",
+                "splits": per_split(beat_start)})
+    out.append({"goal": "without semantic clustering ends below PixelCLIP by more than the larger spread",
+                "splits": per_split(collapse)})
+    for variant, text in COMPARISONS:
+        def decide(s: str, variant=variant) -> dict:
+            a, b = v.get("pixelclip", {}).get(s), v.get(variant, {}).get(s)
+            if not a or not b:
+                return {"holds": None, "why": "a variant is missing"}
+            d = b["vs_pixelclip"]  # ablation - PixelCLIP
+            spread = max(a["miou"]["std"], b["miou"]["std"])
+            n = min(a["miou"]["n"], b["miou"]["n"])
+            lo, hi = d["interval"]
+            if n < OTHER_SEEDS:
+                verdict, holds = f"not decided: {n} seed(s)", None
+            elif -d["difference"] > spread and hi < 0:
+                verdict, holds = "PixelCLIP better", True
+            elif d["difference"] > spread and lo > 0:
+                verdict, holds = "the ablation better", False
+            else:
+                verdict, holds = "not decided: within the spread or the interval", None
+            return {"holds": holds, "verdict": verdict, "difference": -d["difference"], "interval": [-hi, -lo],
+                    "spread": spread, "n": n}
+        out.append({"goal": text, "splits": per_split(decide)})
+    for g in out:
+        vals = [r["holds"] for r in g["splits"].values()]
+        g["holds"] = None if None in vals else all(vals)
+    return out
+
+
+def _yn(h) -> str:
+    return {True: "yes", False: "no", None: "not decided"}[h]
+
+
+def goal_lines(result: dict) -> list[str]:
+    """REPORT.md's goal section: both evaluation splits, scene-bootstrap intervals."""
+    final = result.get("final")
+    if not final:
+        return []
+    splits = final["splits"]
+    desc = ", ".join(f"`{s}` ({d['scenes']} scenes, seed {d['seed']})" for s, d in splits.items())
+    lines = ["## The goal, on the final checkpoints", "",
+             f"Every trial's final checkpoint and the starting CLIP scored on all scenes of each evaluation split: "
+             f"{desc}. Mean ± sd over seeds; [a, b] is the 95% scene-bootstrap interval (1000 draws of the "
+             "split's scenes, one draw shared by every model, so a difference's interval excludes the scenes' "
+             "own difficulty).", "",
+             "| goal | " + " | ".join(splits) + " | holds |", "|---|" + "---|" * len(splits) + "---|"]
+    for g in result["goals"]:
+        cells = []
+        for s in splits:
+            r = g["splits"][s]
+            if "ratio" in r:
+                cells.append(f"{r['mean']:.1f} ± {r['std']:.1f} {r['interval']} vs {r['start']:.1f}: "
+                             f"x{r['ratio']:.2f}, {r['seeds_above']}/{r['n']} seeds above; {_yn(r['holds'])}")
+            elif "difference" in r:
+                extra = r.get("verdict") or _yn(r["holds"])
+                cells.append(f"{r['difference']:+.1f} {r['interval']} (spread {r['spread']:.1f}, n={r['n']}): {extra}")
+            else:
+                cells.append(r.get("why", "n/a"))
+        lines.append(f"| {g['goal']} | " + " | ".join(cells) + f" | {_yn(g['holds'])} |")
+    lines += ["", "| model | " + " | ".join(f"{s} mIoU | {s} stuff | {s} things" for s in splits) + " |",
+              "|---|" + "---:|---:|---:|" * len(splits)]
+    row = [f"{final['start'][s][m]:.1f}" for s in splits for m in ("miou", "stuff", "things")]
+    lines.append("| starting CLIP | " + " | ".join(row) + " |")
+    for m in final["start"][next(iter(splits))]["readouts"]:
+        row = [f"{final['start'][s]['readouts'][m][k]:.1f}" for s in splits for k in ("miou", "stuff", "things")]
+        lines.append(f"| starting CLIP, {m} readout | " + " | ".join(row) + " |")
+    for v, e in final["variants"].items():
+        row = [f"{_fmt(e[s][m])} {e[s][m]['interval']}" for s in splits for m in ("miou", "stuff", "things")]
+        lines.append(f"| {v} | " + " | ".join(row) + " |")
+    pc = [t for t in final["trials"] if t.get("readouts")]
+    for m in pc[0]["readouts"] if pc else []:
+        row = [_fmt(_stats([t["readouts"][m][s][k] for t in pc])) for s in splits for k in ("miou", "stuff", "things")]
+        lines.append(f"| pixelclip, {m} readout | " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
+def pilot_lines(result: dict) -> list[str]:
+    """Every pilot run for this testbed, with its outcome on the development split."""
+    pilots = result.get("pilots") or []
+    if not pilots:
+        return []
+    lines = ["## Every pilot (development split)", "",
+             "Run before the final command with `--pilot`; none is left out. Final validation mIoU on the "
+             "development split (start -> end, best step in brackets).", "",
+             "| pilot | date | steps | variant | seed | start -> end (best) | things | stuff |",
+             "|---|---|---:|---|---:|---|---:|---:|"]
+    for p in pilots:
+        for key, r in sorted(p["results"].items()):
+            variant, _, seed = key.rpartition("/")
+            h = {int(k): v for k, v in r["val_miou"].items()}
+            if not h:
+                lines.append(f"| {p['name']} | {p['date']} | {p['steps']} | {variant} | {seed} | failed: "
+                             f"{r.get('error')} | | |")
+                continue
+            best = max(h, key=h.get)
+            th = {int(k): v for k, v in r["things"].items()}
+            st = {int(k): v for k, v in r["stuff"].items()}
+            lines.append(f"| {p['name']} | {p['date']} | {p['steps']} | {variant} | {seed} | {h[min(h)]:.1f} -> "
+                         f"{h[max(h)]:.1f} ({h[best]:.1f} at {best}) | {th[max(th)]:.1f} | {st[max(st)]:.1f} |")
+    return [*lines, ""]
