@@ -111,8 +111,15 @@ def ray_local(store):
 
     env = {"AWS_ENDPOINT_URL": store.endpoint_url, "AWS_ACCESS_KEY_ID": store.access_key,
            "AWS_SECRET_ACCESS_KEY": store.secret_key, "AWS_REGION": store.region}
-    ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": env})  # the object store's keys, as a Ray job gets them
+    for attempt in range(3):  # Ray gives its raylet a fixed 30 s to register: a loaded machine can miss it
+        try:
+            ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
+                     configure_logging=False, runtime_env={"env_vars": env})  # the store's keys, as a job gets them
+            break
+        except Exception as e:  # Ray raises a bare Exception for this
+            ray.shutdown()
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()

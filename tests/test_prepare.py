@@ -165,7 +165,8 @@ def _mask_model_cfg(source, input_uri, output_uri, **kw):
                                       "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}, **kw)
 
 
-@pytest.mark.parametrize("source", ["dino", "sam"])
+# DINO only: the skipping of bad SA-1B members is the same code for every mask model (SAM runs on photos below)
+@pytest.mark.parametrize("source", ["dino"])
 def test_mask_model_sources_on_sa1b_shards(store, ray_local, raw, source, tmp_path):
     """DINO / SAM masks for the images of the synthetic SA-1B shards (their JSON is ignored): the
     broken JPEGs and the cut tar are skipped and counted, the rest reaches the training reader."""

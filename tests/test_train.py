@@ -42,27 +42,6 @@ def _final_meta(name: str, step: int, opts, tmp_path):
     return load_pixelclip(local)
 
 
-def test_two_workers_fine_tune_and_resume_by_name(store, ray_local, ready, tmp_path):
-    job = TrainJobConfig(data=ready, storage="s3://data/runs", name="tiny-a", model=_model(24), workers=2,
-                         checkpoint_every=8, log_every=4, seed=0)
-    out = run_train(job, store)
-    assert out["error"] is None and out["metrics"]["step"] == 24
-    assert _checkpoint_steps("tiny-a", store) == [8, 16, 24]
-    # the loss falls: the fine-tuned model against a fresh one on the same fixed batch
-    cfg = pixelclip.config.config_from_dict(job.model)
-    batch = next(iter_batches(training_dataset(ready, cfg, store, seed=1), 4))
-    fresh = pixelclip.build_pixelclip(cfg)
-    tuned, meta = _final_meta("tiny-a", 24, store, tmp_path)
-    assert meta["step"] == 24 and meta["extra"]["resumed_at"] == []
-    assert _eval_loss(tuned, batch) < _eval_loss(fresh, batch)
-    # the same name again, with more steps, resumes from step 24 instead of starting over
-    job2 = TrainJobConfig(**{**job.__dict__, "model": _model(32)})
-    out2 = run_train(job2, store)
-    assert out2["metrics"]["step"] == 32
-    assert _checkpoint_steps("tiny-a", store)[-1] == 32
-    assert _final_meta("tiny-a", 32, store, tmp_path)[1]["extra"]["resumed_at"] == [24]
-
-
 def _train_worker_pids() -> list[int]:
     pids = []
     for pid in os.listdir("/proc"):
@@ -86,8 +65,12 @@ def _mlflow_runs(uri: str, name: str):
     return client, client.search_runs([exp.experiment_id], filter_string=f"tags.`pixelclip.run` = '{name}'")
 
 
-def test_killed_worker_is_replaced_and_training_resumes(store, ray_local, ready, tmp_path, mlflow_server):
-    total = 64
+def test_killed_worker_is_replaced_training_resumes_and_resumes_again_by_name(store, ray_local, ready, tmp_path,
+                                                                              mlflow_server):
+    """Two DDP workers; one is killed mid-run: it is replaced and the run resumes from its last checkpoint
+    in the same MLflow run. The model learned (its loss on a fixed batch below a fresh model's). The same
+    name again with more steps resumes from the end instead of starting over."""
+    total = 40
     job = TrainJobConfig(data=ready, storage="s3://data/runs", name="tiny-kill", model=_model(total), workers=2,
                          checkpoint_every=4, log_every=2, max_failures=2, seed=0,
                          tracking_uri=mlflow_server.tracking_uri, register_as="pixelclip-train-test")
@@ -128,3 +111,13 @@ def test_killed_worker_is_replaced_and_training_resumes(store, ray_local, ready,
     assert result["registered_version"] == "1"
     version = client.get_model_version("pixelclip-train-test", "1")
     assert version.run_id == runs[0].info.run_id
+    # the loss falls: the fine-tuned model against a fresh one on the same fixed batch
+    cfg = pixelclip.config.config_from_dict(job.model)
+    batch = next(iter_batches(training_dataset(ready, cfg, store, seed=1), 4))
+    tuned, _ = _final_meta("tiny-kill", total, store, tmp_path)
+    assert _eval_loss(tuned, batch) < _eval_loss(pixelclip.build_pixelclip(cfg), batch)
+    # the same name again, with more steps, resumes from the last step instead of starting over
+    again = run_train(TrainJobConfig(**{**job.__dict__, "model": _model(total + 4), "register_as": None}), store)
+    assert again["error"] is None and again["metrics"]["step"] == total + 4
+    assert _checkpoint_steps("tiny-kill", store)[-1] == total + 4
+    assert _final_meta("tiny-kill", total + 4, store, tmp_path)[1]["extra"]["resumed_at"] == [*resumed, total]

@@ -18,9 +18,10 @@ from pipelines.tune import TuneJobConfig, best_trial, param_space, parse_search,
 from pixelclip.config import ConfigError
 
 
-def _model(steps: int = 12) -> dict:
+def _model(steps: int = 12, length: int | None = None) -> dict:
+    extra = [] if length is None else [f"prompts.length={length}"]
     return pixelclip.load_config("tiny", [f"optim.steps={steps}", "optim.batch_size=4", "data.resize_short=64",
-                                          "data.crop=48"]).to_dict()
+                                          "data.crop=48", *extra]).to_dict()
 
 
 def _job(**kw) -> TuneJobConfig:
@@ -110,7 +111,7 @@ def test_sweep_interrupted_resumes_and_registers_best(store, ray_local, ready, m
     uri = mlflow_server.tracking_uri
     args = ["--data", ready, "--storage", "s3://data/sweeps", "--name", "kl", "--preset", "tiny",
             "--set", "optim.steps=12", "--set", "optim.batch_size=4", "--set", "data.resize_short=64",
-            "--set", "data.crop=48", "--search", "prompts.num_clusters=4,8", "--search", "prompts.length=2,4",
+            "--set", "data.crop=48", "--search", "prompts.num_clusters=4,8", "--set", "prompts.length=2",
             "--grace-period", "4", "--log-every", "2", "--checkpoint-every", "4", "--register-as", "pixelclip-tune",
             "--max-concurrent", "1", "--address", ray.get_runtime_context().gcs_address]
     env = {**os.environ, "AWS_ENDPOINT_URL": store.endpoint_url, "AWS_ACCESS_KEY_ID": store.access_key,
@@ -139,16 +140,15 @@ def test_sweep_interrupted_resumes_and_registers_best(store, ray_local, ready, m
                                search={"prompts.num_clusters": [4, 8]}), store)
     for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         monkeypatch.setenv(k, env[k])
-    job = TuneJobConfig(data=ready, storage="s3://data/sweeps", name="kl", model=_model(12),
-                        search={"prompts.num_clusters": [4, 8], "prompts.length": [2, 4]}, grace_period=4,
+    job = TuneJobConfig(data=ready, storage="s3://data/sweeps", name="kl", model=_model(12, length=2),
+                        search={"prompts.num_clusters": [4, 8]}, grace_period=4,
                         log_every=2, checkpoint_every=4, register_as="pixelclip-tune", tracking_uri=uri,
                         max_concurrent=1)
     out = run_tune(job, store)
     assert out["resumed"] is True
     rows = out["trials"]
-    assert len(rows) == 4 and all(r["error"] is None for r in rows)
-    assert {(r["config"]["prompts.num_clusters"], r["config"]["prompts.length"]) for r in rows} == \
-        {(4, 2), (4, 4), (8, 2), (8, 4)}
+    assert len(rows) == 2 and all(r["error"] is None for r in rows)
+    assert {r["config"]["prompts.num_clusters"] for r in rows} == {4, 8}
     assert out["best"]["complete"] and out["best"]["step"] == 12
     assert out["best"]["loss_rel"] == min(r["loss_rel"] for r in rows if r["complete"])
     # MLflow: one parent, one child run per trial (none duplicated by the resume), the first
