@@ -36,7 +36,7 @@ bench: venv
 	$(PY) bench/step_breakdown.py --preset tiny
 
 # The SynthScenes benchmark: PixelCLIP vs its ablations through the real stages; writes
-# bench/synthscenes/REPORT.md (under an hour on 2 CPU cores). `--fast` is the minutes-long check.
+# bench/synthscenes/REPORT.md (about 2 hours on 2 CPU cores). `--fast` is the minutes-long check.
 synth-bench: venv
 	$(PY) -m pipelines.synth_bench --out bench/synthscenes
 
