@@ -38,7 +38,7 @@ def test_fast_benchmark_writes_the_report(tmp_path):
     assert _left(root) == []
     result = json.loads((out / "results.json").read_text())
     tb = result["testbed"]
-    variants = tb["variants"]  # --fast: PixelCLIP and no clustering, no K sweep (every variant steps below)
+    variants = tb["variants"]  # --fast: PixelCLIP alone, no K sweep (every variant takes steps below)
     trials = result["trials"]
     assert sorted(t["variant"] for t in trials) == sorted(variants) and tb["clusters"] == []
     every = tb["validate_every"]
@@ -67,7 +67,7 @@ def test_fast_benchmark_writes_the_report(tmp_path):
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     rendered = (out / "REPORT.md").read_text()
-    assert "--report-only" in rendered and "(measured)" in rendered and "| no-clustering |" in rendered
+    assert "--report-only" in rendered and "(measured)" in rendered and "| pixelclip |" in rendered
 
 
 def test_the_benchmark_variants_are_valid_configurations():
