@@ -49,17 +49,11 @@ def scene_confusions(seg, samples, class_names: list[str], batch: int = 16) -> n
 
 
 def bootstrap_interval(per_seed: list[np.ndarray], n: int = 1000, seed: int = 0, level: float = 0.95,
-                       fn=miou) -> tuple[float, float]:
+                       fn=None) -> tuple[float, float]:
     """Interval of the mean over seeds of `fn(sum of the resampled scenes' confusions)`, resampling the
     scenes (one draw shared by every seed, since they are scored on the same scenes)."""
-    rng = np.random.default_rng(seed)
-    N = per_seed[0].shape[0]
-    stats = np.empty(n)
-    for b in range(n):
-        idx = rng.integers(0, N, N)
-        stats[b] = np.mean([fn(c[idx].sum(0)) for c in per_seed])
-    lo, hi = np.nanpercentile(stats, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return float(lo), float(hi)
+    fn = fn or miou
+    return bootstrap(lambda idx: mean_over_seeds(per_seed, idx, fn), per_seed[0].shape[0], n, seed, level)
 
 
 def bootstrap(stat, n_scenes: int, n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
