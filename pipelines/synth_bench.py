@@ -262,11 +262,16 @@ def pixelclip_checkpoints(rows: list[dict], opts) -> dict[str, str]:
 
 
 def run(out_dir: Path, fast: bool = False, stack_dir: str = ".stack", lr_pilot: bool = False,
-        command: str = "", pilot_spec: dict | None = None) -> dict:
+        command: str = "", pilot_spec: dict | None = None, eval_seeds: tuple[int, int] | None = None) -> dict:
     from pipelines.stack import Stack
 
     t0 = time.perf_counter()
     tb = dict(FAST if fast else TESTBED)
+    if eval_seeds:  # the evaluation splits drawn with other seeds (the development split keeps its own)
+        if len(set(eval_seeds)) != 2 or tb["dev_seed"] in eval_seeds:
+            raise ValueError(f"--eval-seeds {eval_seeds}: two different seeds, neither the development "
+                             f"split's ({tb['dev_seed']})")
+        tb["eval_seed"], tb["eval2_seed"] = eval_seeds
     out_dir.mkdir(parents=True, exist_ok=True)
     env = Stack(stack_dir, num_cpus=4).up()
     os.environ.update(env)  # before Ray is imported: it reads its auth mode once
@@ -432,6 +437,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="a variant of the pilot (repeat); overrides on top of the testbed's model")
     p.add_argument("--pilot-steps", type=int, default=None, help="steps of each pilot trial (default: the testbed's)")
     p.add_argument("--pilot-seeds", default="0", help="comma-separated seeds of the pilot (default 0)")
+    p.add_argument("--eval-seeds", metavar="A,B", default=None,
+                   help="the seeds of the two evaluation splits (default: the testbed's, "
+                        f"{TESTBED['eval_seed']},{TESTBED['eval2_seed']})")
     p.add_argument("--report-only", action="store_true",
                    help="render REPORT.md and curves.png again from OUT/results.json; runs nothing")
     p.add_argument("--with-segmentations", action="store_true",
@@ -448,7 +456,16 @@ def main(argv: list[str] | None = None) -> None:
                 "seeds": [int(s) for s in a.pilot_seeds.split(",")]}
         if not spec["variants"]:
             p.error("--pilot needs at least one --pilot-variant")
-    run(a.out, fast=a.fast, stack_dir=a.stack_dir, lr_pilot=a.lr_pilot, command=cmd.strip(), pilot_spec=spec)
+    seeds = None
+    if a.eval_seeds:
+        try:
+            seeds = tuple(int(x) for x in a.eval_seeds.split(","))
+        except ValueError:
+            p.error(f"--eval-seeds {a.eval_seeds!r}: two comma-separated integers, e.g. 1,3")
+        if len(seeds) != 2:
+            p.error(f"--eval-seeds {a.eval_seeds!r}: two comma-separated integers, e.g. 1,3")
+    run(a.out, fast=a.fast, stack_dir=a.stack_dir, lr_pilot=a.lr_pilot, command=cmd.strip(), pilot_spec=spec,
+        eval_seeds=seeds)
 
 
 if __name__ == "__main__":
