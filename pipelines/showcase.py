@@ -83,7 +83,9 @@ def run(out: Path, model: str = "auto", steps: int | None = None, stack_dir: str
     cfg = load_config(preset, [*overrides, f"optim.steps={steps}"])
     print(f"model: {about}")
     opts = storage.StorageOptions.from_env()
-    ray.init(address=env["RAY_ADDRESS"], ignore_reinit_error=True, log_to_driver=False)
+    # the workers' output reaches this terminal: the training's progress lines (step, loss, images/s, time
+    # left; at least every 30 s), as `pixelclip train` prints them
+    ray.init(address=env["RAY_ADDRESS"], ignore_reinit_error=True, log_to_driver=True)
     size = SceneConfig(size=cfg.backbone.image_size if preset == "synth" else 96)
     _stage("write SynthScenes", timings, _write_data, write_train_shards, write_eval_split, size, opts)
     convert = ConvertOptions(short_side=size.size, min_area=16, max_masks=24)
