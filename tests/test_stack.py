@@ -4,6 +4,7 @@ prepare and train stages against it; `down` leaves no process behind."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -121,6 +122,7 @@ def test_the_demo_runs_the_whole_pipeline(tmp_path):
         assert summary["registered"].startswith("models:/pixelclip-demo@champion")
         assert 0 <= summary["miou_start"] <= 100 and 0 <= summary["miou_finetuned"] <= 100
         assert (out / "overlay.png").stat().st_size > 0 and "== where to look" in done.stdout
+        assert re.search(r"step \d/6  loss", done.stdout)  # the workers' progress lines reach the demo's terminal
         from PIL import Image
 
         with Image.open(out / "before_after.png") as pic:  # image | truth | start | fine-tuned, 4x

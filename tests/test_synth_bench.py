@@ -30,8 +30,8 @@ def test_fast_benchmark_writes_the_report(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_", "MLFLOW_"))}
     try:
         done = subprocess.run([sys.executable, "-m", "pipelines.synth_bench", "--fast", "--out", str(out),
-                               "--stack-dir", str(root)], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=900)
+                               "--stack-dir", str(root), "--eval-seeds", "4,5"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     finally:
         assert stack_main(["down", "--dir", str(root)]) == 0
@@ -53,6 +53,7 @@ def test_fast_benchmark_writes_the_report(tmp_path):
     assert "--fast" in report and "| starting CLIP (evaluate stage) |" in report
     assert all(c["holds"] is None for c in result["claims"])  # one seed: no claim is judged
     final = result["final"]  # the final checkpoints scored scene by scene on both evaluation splits
+    assert (tb["eval_seed"], tb["eval2_seed"]) == (4, 5)  # --eval-seeds
     assert final["splits"] == {"eval": {"seed": tb["eval_seed"], "scenes": tb["eval_images"]},
                                "eval2": {"seed": tb["eval2_seed"], "scenes": tb["eval2_images"]}}
     assert [(t["variant"], t["seed"]) for t in final["trials"]] == [(v, 0) for v in variants]
