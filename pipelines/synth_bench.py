@@ -423,6 +423,14 @@ def rerender(out_dir: Path, command: str, segmentations: bool = False) -> Path:
     return write_report(out_dir, result)
 
 
+def _seed_pair(text: str) -> tuple[int, int]:
+    """`--eval-seeds 1,3` -> (1, 3)."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(x.strip().lstrip("-").isdigit() for x in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: two comma-separated integers, e.g. 1,3")
+    return int(parts[0]), int(parts[1])
+
+
 def main(argv: list[str] | None = None) -> None:
     import sys
 
@@ -437,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="a variant of the pilot (repeat); overrides on top of the testbed's model")
     p.add_argument("--pilot-steps", type=int, default=None, help="steps of each pilot trial (default: the testbed's)")
     p.add_argument("--pilot-seeds", default="0", help="comma-separated seeds of the pilot (default 0)")
-    p.add_argument("--eval-seeds", metavar="A,B", default=None,
+    p.add_argument("--eval-seeds", metavar="A,B", default=None, type=_seed_pair,
                    help="the seeds of the two evaluation splits (default: the testbed's, "
                         f"{TESTBED['eval_seed']},{TESTBED['eval2_seed']})")
     p.add_argument("--report-only", action="store_true",
@@ -456,16 +464,8 @@ def main(argv: list[str] | None = None) -> None:
                 "seeds": [int(s) for s in a.pilot_seeds.split(",")]}
         if not spec["variants"]:
             p.error("--pilot needs at least one --pilot-variant")
-    seeds = None
-    if a.eval_seeds:
-        try:
-            seeds = tuple(int(x) for x in a.eval_seeds.split(","))
-        except ValueError:
-            p.error(f"--eval-seeds {a.eval_seeds!r}: two comma-separated integers, e.g. 1,3")
-        if len(seeds) != 2:
-            p.error(f"--eval-seeds {a.eval_seeds!r}: two comma-separated integers, e.g. 1,3")
     run(a.out, fast=a.fast, stack_dir=a.stack_dir, lr_pilot=a.lr_pilot, command=cmd.strip(), pilot_spec=spec,
-        eval_seeds=seeds)
+        eval_seeds=a.eval_seeds)
 
 
 if __name__ == "__main__":

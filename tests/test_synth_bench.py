@@ -214,3 +214,13 @@ def test_goals_from_the_final_checkpoints_scene_by_scene():
     text = "\n".join(goal_lines({"final": final, "goals": goals(final)}) + pilot_lines({"pilots": pilots}))
     assert "| starting CLIP, sclip readout |" in text and "| pixelclip, sclip readout |" in text
     assert "10.0 -> 11.0 (12.0 at 30)" in text and "failed: boom" in text
+
+
+def test_eval_seeds_flag_takes_two_integers(capsys):
+    from pipelines.synth_bench import _seed_pair, main
+
+    assert _seed_pair("4,5") == (4, 5)
+    for bad in ("1", "a,b", "1,2,3"):
+        with pytest.raises(SystemExit):
+            main(["--eval-seeds", bad])
+        assert "--eval-seeds" in capsys.readouterr().err
