@@ -413,6 +413,9 @@ def rerender(out_dir: Path, command: str, segmentations: bool = False) -> Path:
             r[m] = {int(k): v for k, v in r[m].items()}
     result.setdefault("chance", chance(result["testbed"]))
     result["pilots"] = _pilots(out_dir)  # every pilot run so far, also those after the measured run
+    k_default = model_config(result["testbed"])["prompts"]["num_clusters"]
+    result["summary"] = summarize(result["trials"], result["baseline"], k_default)
+    result["claims"] = claims(result["summary"], result["baseline"])  # derived figures follow the report's rules
     if command not in result["command"]:
         result["command"] += f"` (measured), then rendered by `{command}"
     draw_curves(result["trials"], result["baseline"], out_dir / "curves.png")
