@@ -109,9 +109,8 @@ def _add_prompts(sub) -> None:
 def _prepare(args) -> None:
     import json
 
-    import ray
-
     from pipelines.prepare import PrepareConfig, format_summary, run_prepare
+    from pipelines.ray_errors import connect
     from pixelclip.data.sa1b import ConvertOptions
 
     convert = ConvertOptions(short_side=args.short_side, min_area=args.min_area, max_masks=args.max_masks)
@@ -119,7 +118,7 @@ def _prepare(args) -> None:
                         seed=args.seed, convert=convert, weights=args.weights,
                         allow_random_weights=args.allow_random_weights, sam_model_type=args.sam_model_type,
                         overwrite=args.overwrite).validate()
-    ray.init(address=args.address, ignore_reinit_error=True)
+    connect(args.address)
     summary = run_prepare(cfg)
     print(format_summary(summary))
     if args.summary:
@@ -149,8 +148,7 @@ def _add_prepare(sub) -> None:
 
 
 def _train(args) -> None:
-    import ray
-
+    from pipelines.ray_errors import connect
     from pipelines.train import TrainJobConfig, run_train, summary_json
     from pixelclip.config import load_config
 
@@ -160,7 +158,7 @@ def _train(args) -> None:
                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                          max_failures=args.max_failures, register_as=args.register_as,
                          validation=_validation(args), masks=_masks(args), precision=args.precision).validate()
-    ray.init(address=args.address, ignore_reinit_error=True)
+    connect(args.address)
     print(summary_json(run_train(job)))
 
 
@@ -225,8 +223,7 @@ def _add_train(sub) -> None:
 
 
 def _tune(args) -> None:
-    import ray
-
+    from pipelines.ray_errors import connect
     from pipelines.tune import TuneJobConfig, format_summary, parse_search, parse_variant, run_tune
     from pixelclip.config import load_config
 
@@ -243,12 +240,13 @@ def _tune(args) -> None:
     from pipelines.storage import StorageOptions
     from pipelines.train import worker_env
 
-    # the trials read the storage keys from their environment (Tune must not store them). A driver
-    # that `ray job submit` started already runs in the job's runtime env, which its trials share
-    # (and Ray refuses a second one that names the same variables).
+    # the trials get the endpoint and the tracking URI in their runtime env, and read the storage keys
+    # from their node's environment (never from a runtime env, which Ray logs). A driver that
+    # `ray job submit` started already runs in the job's runtime env, which its trials share (and Ray
+    # refuses a second one that names the same variables).
     env = worker_env(StorageOptions.from_env(), job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-    ray.init(address=args.address, ignore_reinit_error=True, runtime_env=None if in_job else {"env_vars": env})
+    connect(args.address, runtime_env=None if in_job else {"env_vars": env})
     print(format_summary(run_tune(job), job.metric))
 
 
@@ -299,7 +297,13 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--bucket", action="append", default=[], help="with start: also create this bucket")
     for name, (_, text) in _PASSTHROUGH.items():
         sub.add_parser(name, help=text, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("--debug", action="store_true",
+                   help="full tracebacks (also PIXELCLIP_DEBUG=1); by default a failure prints its root cause "
+                   "in one line")
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv[:1] or os.environ.get("PIXELCLIP_DEBUG") == "1"
+    if argv[:1] == ["--debug"]:
+        argv = argv[1:]
     if argv and argv[0] in _PASSTHROUGH:  # their own parsers, --help included
         args = argparse.Namespace(command=argv[0], rest=argv[1:])
     else:
@@ -307,6 +311,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _dispatch(args)
     except Exception as e:
+        from pipelines.ray_errors import RayConnectError, describe, inside_ray
+
+        if debug:
+            raise
+        if isinstance(e, RayConnectError):  # says what to source: no trace
+            print(f"pixelclip {args.command}: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        if inside_ray(e):  # Ray's wrappers hold the worker's traceback: show what the worker raised
+            print(f"pixelclip {args.command}: error inside Ray: {describe(e)} "
+                  "(pixelclip --debug ... for the full trace)", file=sys.stderr)
+            sys.exit(1)
         if not _is_user_error(e):
             raise
         print(f"pixelclip {args.command}: error: {e}", file=sys.stderr)

@@ -253,13 +253,17 @@ def run_evaluate(job: EvalJobConfig, opts: storage.StorageOptions | None = None,
     opts = opts or storage.StorageOptions.from_env()
     if job.output:
         storage.check_writable(job.output, opts)
+    from pipelines.weights import driver_source
+
+    job.model = driver_source(job.model, opts)  # checked once, and absolute for every actor
     tracking_uri = job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     run_id = _run_id(job, tracking_uri)
     rows, datasets = _rows(job, opts)
     concurrency, use_gpu = _concurrency(job)
     t0 = time.perf_counter()
     out = ray.data.from_items(rows).map_batches(
-        Evaluator, fn_constructor_kwargs={"job": asdict(job), "opts": opts, "predictor_factory": predictor_factory},
+        Evaluator, fn_constructor_kwargs={"job": asdict(job), "opts": storage.for_ray(opts),
+                                          "predictor_factory": predictor_factory},
         batch_size=job.batch_size, concurrency=concurrency, num_gpus=1 if use_gpu else 0)
     totals: dict[tuple[str, str], dict] = {}
     for r in out.iter_rows():
@@ -322,7 +326,6 @@ def add_arguments(p) -> None:
 
 
 def run_from_args(args) -> None:
-    import ray
 
     classes = {name: read_class_names(uri) for name, uri in parse_benchmarks(args.class_names).items()}
     job = EvalJobConfig(model=args.model, benchmarks=parse_benchmarks(args.benchmark), output=args.output,
@@ -330,7 +333,9 @@ def run_from_args(args) -> None:
                         modes=args.modes or ["maskclip"], task=args.task, protocol=args.protocol,
                         templates=args.templates, image_size=args.image_size, split=args.split, limit=args.limit,
                         batch_size=args.batch_size, concurrency=args.concurrency, run_id=args.run_id).validate()
-    ray.init(address=args.address, ignore_reinit_error=True)
+    from pipelines.ray_errors import connect
+
+    connect(args.address)
     results = run_evaluate(job)
     print(format_markdown(results).split("\n## ")[0])
     if job.output:

@@ -71,9 +71,16 @@ def _free_pair(host: str, taken: set[int]) -> tuple[int, int]:
     return port, _free_port(host, taken | {port})
 
 
-def choose_ports(host: str, s3_port: int | None = None) -> dict[str, int]:
-    """HTTP and gRPC ports for every component; a requested S3 port must be free or this says so."""
+def choose_ports(host: str, s3_port: int | None = None, last: dict[str, int] | None = None) -> dict[str, int]:
+    """HTTP and gRPC ports for every component; a requested S3 port must be free or this says so.
+    `last`: the previous start's ports, taken again for each component whose pair is still free."""
     ports: dict[str, int] = {}
+    for name in COMPONENTS:
+        pair = ((last or {}).get(name), (last or {}).get(f"{name}.grpc"))
+        if name == "s3" and s3_port is not None:
+            continue
+        if all(pair) and all(port_free(p, host) and p not in ports.values() for p in pair):
+            ports[name], ports[f"{name}.grpc"] = pair
     if s3_port is not None:
         if not port_free(s3_port, host):
             raise ObjectStoreError(f"port {s3_port} on {host} is already in use (another object store?); pick "
@@ -233,7 +240,7 @@ class SeaweedFS(LocalService):
                 self._wait_ready(state["pid"], timeout)
                 self._write_env_file()
                 return self
-            ports = choose_ports(self.host, self.s3_port)
+            ports = choose_ports(self.host, self.s3_port, self._last_ports())
             self._proc = self._spawn(ports)
             pid = self._proc.pid
             state = {"host": self.host, "ports": ports, "data_dir": str(self.data_dir), "started": time.time()}

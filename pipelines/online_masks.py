@@ -109,7 +109,7 @@ class OnlineMasks:
             DinoCropStage, batch_size=c.batch_size, batch_format="numpy",
             fn_constructor_kwargs={"weights": self.weights, "arch": c.arch, "k": c.k,
                                    "mask_size": model_cfg.data.mask_size, "crop": model_cfg.data.crop,
-                                   "seed": self.seed, "opts": self.opts},
+                                   "seed": self.seed, "opts": storage.for_ray(self.opts)},
             compute=ray.data.ActorPoolStrategy(size=self.actors),
             num_gpus=c.gpus_per_actor if self.use_gpu else 0, num_cpus=0 if self.use_gpu else c.cpus_per_actor)
 

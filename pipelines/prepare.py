@@ -188,13 +188,20 @@ def _records_table(records: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=SCHEMA)
 
 
-def summarize(stats: dict, num_masks: np.ndarray, seconds: float) -> dict:
-    """The run summary: images in / written, masks per image, skips by reason, throughput."""
+def summarize(stats: dict, num_masks: np.ndarray, seconds: float, duplicates: dict | None = None) -> dict:
+    """The run summary: images in = written + sampled out + skipped (by reason); shards a corrupt tar
+    cut short (the images before the cut count); sample ids written more than once; masks per image;
+    throughput."""
     written = int(num_masks.size)
     pct = (lambda q: float(np.percentile(num_masks, q))) if written else (lambda q: 0.0)
+    images = {k: v for k, v in stats["skipped"].items() if k != "corrupt_tar"}  # a tar error is no image
+    duplicates = duplicates or {}
     return {
         "images_in": stats["images_in"], "sampled_out": stats["sampled_out"], "images_written": written,
-        "skipped": dict(sorted(stats["skipped"].items())), "skipped_total": sum(stats["skipped"].values()),
+        "skipped": dict(sorted(images.items())), "skipped_total": sum(images.values()),
+        "shard_errors": stats["skipped"].get("corrupt_tar", 0),
+        "duplicate_ids": sum(n - 1 for n in duplicates.values()),
+        "duplicate_examples": dict(list(sorted(duplicates.items()))[:10]),
         "masks_per_image": {"min": pct(0), "median": pct(50), "p90": pct(90), "max": pct(100),
                             "mean": float(num_masks.mean()) if written else 0.0},
         "seconds": seconds, "images_per_s": written / seconds if seconds > 0 else 0.0,
@@ -204,12 +211,16 @@ def summarize(stats: dict, num_masks: np.ndarray, seconds: float) -> dict:
 
 def format_summary(s: dict) -> str:
     m = s["masks_per_image"]
-    lines = [f"images in {s['images_in']}, sampled out {s['sampled_out']}, written {s['images_written']}, "
-             f"skipped {s['skipped_total']} "
-             f"({', '.join(f'{k} {v}' for k, v in s['skipped'].items()) or 'none'})",
-             f"masks per image: min {m['min']:.0f}, median {m['median']:.0f}, p90 {m['p90']:.0f}, "
-             f"max {m['max']:.0f}, mean {m['mean']:.1f}",
-             f"{s['seconds']:.1f} s, {s['images_per_s']:.1f} images/s"]
+    lines = [f"images in {s['images_in']} = written {s['images_written']} + sampled out {s['sampled_out']} + "
+             f"skipped {s['skipped_total']} ({', '.join(f'{k} {v}' for k, v in s['skipped'].items()) or 'none'})"
+             + (f"; {s['shard_errors']} shard(s) cut short by a corrupt tar" if s.get("shard_errors") else "")]
+    if s.get("duplicate_ids"):
+        shown = ", ".join(f"{k} x{n}" for k, n in s["duplicate_examples"].items())
+        lines.append(f"WARNING: {s['duplicate_ids']} record(s) repeat a sample id already written ({shown}): the "
+                     "same image is in more than one input shard; remove the copies or they weigh double")
+    lines += [f"masks per image: min {m['min']:.0f}, median {m['median']:.0f}, p90 {m['p90']:.0f}, "
+              f"max {m['max']:.0f}, mean {m['mean']:.1f}",
+              f"{s['seconds']:.1f} s, {s['images_per_s']:.1f} images/s"]
     return "\n".join(lines)
 
 
@@ -343,7 +354,7 @@ def run_prepare(cfg: PrepareConfig, opts: storage.StorageOptions | None = None) 
     t0 = time.perf_counter()
     stats = _stats_actor()
     ds = ray.data.from_items([{"uri": u} for u in inputs], override_num_blocks=len(inputs))
-    kwargs = {"cfg": cfg, "opts": opts, "stats": stats}
+    kwargs = {"cfg": cfg, "opts": storage.for_ray(opts), "stats": stats}  # the workers find the keys
     if cfg.source == "sa1b":
         ds = ds.flat_map(_convert_shard, fn_kwargs=kwargs)
         ds = ds.map_batches(lambda t: t.select(SCHEMA.names).cast(SCHEMA), batch_format="pyarrow")
@@ -357,14 +368,21 @@ def run_prepare(cfg: PrepareConfig, opts: storage.StorageOptions | None = None) 
             MaskModelActor, batch_size=cfg.batch_size, batch_format="numpy",
             fn_constructor_kwargs={**kwargs, "device": "cuda" if gpus else "cpu"},
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), num_gpus=1 if gpus else 0)
-    fs, path = storage.arrow_fs(cfg.output, opts)
+    fs, path = storage.arrow_fs(cfg.output, storage.for_ray(opts), with_keys=False)
     ds.write_parquet(path, filesystem=fs, min_rows_per_file=256)
     seconds = time.perf_counter() - t0
     written = storage.list_files(cfg.output, (".parquet",), opts)
     num_masks = _column(written, "num_masks", opts)
-    summary = summarize(ray.get(stats.get.remote()), num_masks, seconds)
+    ids = _column(written, "image_id", opts)
+    summary = summarize(ray.get(stats.get.remote()), num_masks, seconds, find_duplicates(ids))
     ray.kill(stats)
     return summary
+
+
+def find_duplicates(ids) -> dict[str, int]:
+    """{sample id: times written} for every id written more than once."""
+    counts = Counter(str(i) for i in ids)
+    return {k: n for k, n in counts.items() if n > 1}
 
 
 def _column(uris: list[str], name: str, opts) -> np.ndarray:

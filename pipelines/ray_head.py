@@ -15,11 +15,13 @@ started, then reaps any left.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
 import signal
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -60,6 +62,14 @@ class RayHead(LocalService):
 
     token_file = property(lambda self: self.data_dir / "auth_token")
 
+    @property
+    def temp_dir(self) -> Path:
+        """Ray's session folder for this head alone: /tmp/pixelclip-ray-<hash of the data dir>, short
+        enough for Ray's socket paths. Not Ray's shared /tmp/ray: there its "latest cluster" record
+        names whichever Ray started last on the machine, and a job's driver would connect to that one."""
+        digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:10]
+        return Path(tempfile.gettempdir()) / f"pixelclip-ray-{digest}"
+
     def _owns(self, pid: int) -> bool:
         env = proc_environ(pid)
         return True if env is None else f"{MARK_VAR}={self.data_dir}".encode() in env.split(b"\0")
@@ -92,6 +102,11 @@ class RayHead(LocalService):
         """`http://127.0.0.1:<port>`: the dashboard and the job-submission API."""
         return f"http://{self.host}:{self._ports()['dashboard']}"
 
+    def serves(self) -> dict[str, str]:
+        """The addresses this head hands its jobs (never a key): when one of them moves, the head must
+        restart so that its jobs see the new one."""
+        return {k: self.extra_env[k] for k in ("AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI") if k in self.extra_env}
+
     def client_env(self) -> dict[str, str]:
         """What ray.init (RAY_ADDRESS: the GCS) and `ray job submit` (RAY_API_SERVER_ADDRESS) need to
         reach this head, with its token."""
@@ -122,14 +137,21 @@ class RayHead(LocalService):
     # -- start ---------------------------------------------------------------------------------------------------
 
     def _choose_ports(self) -> dict[str, int]:
+        """Asked-for ports must be free; the others are the last start's where free (a restarted head is
+        found at the same address), else any free port."""
         ports: dict[str, int] = {}
-        for name, wanted in (("gcs", self.port), ("dashboard", self.dashboard_port)):
+        last = self._last_ports()
+        for wanted in (self.port, self.dashboard_port):
             if wanted is not None and not port_free(wanted, self.host):
                 raise RayHeadError(f"port {wanted} on {self.host} is already in use (another Ray?); pick another "
                                    f"or leave it out to use a free one")
+        for name in ("gcs", "dashboard", "client", "node_manager", "object_manager", "metrics", "dashboard_agent",
+                     "agent_listen"):
+            wanted = {"gcs": self.port, "dashboard": self.dashboard_port}.get(name)
+            before = last.get(name)
+            if wanted is None and before and before not in ports.values() and port_free(before, self.host):
+                wanted = before
             ports[name] = wanted or free_port(self.host, ports.values(), error=RayHeadError)
-        for name in ("client", "node_manager", "object_manager", "metrics", "dashboard_agent", "agent_listen"):
-            ports[name] = free_port(self.host, ports.values(), error=RayHeadError)
         return ports
 
     def _command(self, ports: dict[str, int]) -> list[str]:
@@ -138,18 +160,24 @@ class RayHead(LocalService):
                f"--ray-client-server-port={ports['client']}", f"--node-manager-port={ports['node_manager']}",
                f"--object-manager-port={ports['object_manager']}", f"--metrics-export-port={ports['metrics']}",
                f"--dashboard-agent-grpc-port={ports['dashboard_agent']}",
-               f"--dashboard-agent-listen-port={ports['agent_listen']}", "--disable-usage-stats"]
+               f"--dashboard-agent-listen-port={ports['agent_listen']}", "--disable-usage-stats",
+               f"--temp-dir={self.temp_dir}"]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
         if self.num_gpus is not None:
             cmd.append(f"--num-gpus={self.num_gpus}")
         return cmd
 
-    def _child_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    def _child_env(self, ports: dict[str, int]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH", "RAY_API_SERVER"))}
         env.update(self.extra_env)
+        # every job and worker of this head finds this head, whatever the shell that started it pointed at
+        env["RAY_ADDRESS"] = f"{self.host}:{ports['gcs']}"
         env.update({MARK_VAR: str(self.data_dir), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_file),
                     "RAY_USAGE_STATS_ENABLED": "0"})
+        # jobs run `python -m pipelines.cli ...` through the head's PATH: this environment's python
+        # first, whether or not the shell that started the stack had activated it
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
     def start(self, timeout: float = 120.0) -> RayHead:
@@ -160,10 +188,12 @@ class RayHead(LocalService):
                 self._wait_ready(state["pid"], timeout)
                 return self
             self.token()
+            self.temp_dir.mkdir(mode=0o700, exist_ok=True)
             ports = self._choose_ports()
-            self._proc = self._popen(self._command(ports), self.data_dir, self._child_env())
+            self._proc = self._popen(self._command(ports), self.data_dir, self._child_env(ports))
             pid = self._proc.pid
-            state = {"host": self.host, "ports": ports, "data_dir": str(self.data_dir), "started": time.time()}
+            state = {"host": self.host, "ports": ports, "data_dir": str(self.data_dir), "started": time.time(),
+                     "serves": self.serves(), "num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
             self._record_and_wait(pid, state, lambda: self._wait_ready(pid, timeout), 20.0)
             return self
 

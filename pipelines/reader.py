@@ -92,7 +92,7 @@ def training_dataset(uri: str, cfg: Config, opts: storage.StorageOptions | None 
     files = storage.check_readable(uri, (".parquet",), opts)
     if online is None:
         _check_has_masks(files[0], opts)
-    fs, path = storage.arrow_fs(uri, opts)
+    fs, path = storage.arrow_fs(uri, storage.for_ray(opts), with_keys=False)  # the readers find the keys
     ds = ray.data.read_parquet(path, filesystem=fs).select_columns(COLUMNS)  # projection is pushed into the read
     augment = ViewAugment(cfg.data, cfg.backbone.image_size, crop_view=online is not None)
     ds = ds.map(decode_row, fn_kwargs={"augment": augment, "seed": seed})

@@ -234,7 +234,7 @@ def _materialize(source, config, tmp: Path):
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     parsed = pixelclip.load_config(cfg)
     parsed.backbone.pretrained = None
-    task = pixelclip.build_pixelclip(parsed)
+    task = pixelclip.build_pixelclip(parsed, weights_follow=True)
     load_checkpoint(path, task)
     return task, {**meta, "config": cfg}, path
 

@@ -84,6 +84,8 @@ def segment_image(model: str | Segmenter, image, classes: str | Sequence[str], *
     resolution; the overlay with a legend, a PIL image [H + legend, W])."""
     names = parse_classes(classes)
     dtype = label_dtype(len(names))
+    # the photo first: a missing or unreadable one fails before a model is loaded
+    photo = read_photo(image) if isinstance(image, str | os.PathLike) else image
     if isinstance(model, Segmenter):
         seg = model
     else:
@@ -93,7 +95,6 @@ def segment_image(model: str | Segmenter, image, classes: str | Sequence[str], *
                              image_size=image_size)
     if max_side is not None and max_side != seg.max_side:
         seg = _with_max_side(seg, max_side)
-    photo = read_photo(image) if isinstance(image, str | os.PathLike) else image
     torch_dtype = torch.uint8 if dtype == np.uint8 else torch.uint16
     labels = seg.segment(photo, names, dtype=torch_dtype)[0].cpu().numpy()  # [H, W]
     return labels, overlay(photo, labels, names, alpha=alpha)

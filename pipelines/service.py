@@ -131,6 +131,15 @@ class LocalService:
     pid_file = property(lambda self: self.data_dir / f"{self.stem}.pid")
     state_file = property(lambda self: self.data_dir / f"{self.stem}.json")
     log_file = property(lambda self: self.data_dir / f"{self.stem}.log")
+    ports_file = property(lambda self: self.data_dir / f"{self.stem}.ports.json")  # kept across stops
+
+    def _last_ports(self) -> dict[str, int]:
+        """The ports of this folder's last start: a restart takes them again when they are free, so
+        that whatever points at this service (env.sh, the other services, a user's shell) stays right."""
+        try:
+            return {k: int(v) for k, v in json.loads(self.ports_file.read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
 
     @property
     def _log(self) -> logging.Logger:
@@ -224,6 +233,8 @@ class LocalService:
         """Record the started server, then `wait()` for it; on failure end it and forget it."""
         write_private(self.state_file, json.dumps(state, indent=2) + "\n")
         self.pid_file.write_text(f"{pid}\n")
+        ports = state.get("ports") or ({"port": state["port"]} if "port" in state else {})
+        write_private(self.ports_file, json.dumps(ports) + "\n")
         try:
             wait()
         except BaseException:

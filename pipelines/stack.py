@@ -34,6 +34,7 @@ class Stack:
         self.root = Path(root).expanduser().resolve()
         self.store = SeaweedFS(self.root / "seaweedfs")
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
+        self.notes: list[str] = []
 
     env_file = property(lambda self: self.root / "env.sh")
 
@@ -50,12 +51,36 @@ class Stack:
         return RayHead(self.root / "ray", num_cpus=self.num_cpus, num_gpus=self.num_gpus, env=env)
 
     def up(self) -> dict[str, str]:
-        """Start (or reuse) the store, then MLflow, then the Ray head; write env.sh; return the env."""
+        """Start (or reuse) the store, then MLflow, then the Ray head; write env.sh; return the env.
+
+        Each service comes back on its last ports when they are free. When one had to move, the
+        services that point at it restart (MLflow follows the store; the Ray head and its jobs follow
+        both), and `self.notes` says so, as it says which flags a running head kept."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.notes = []
         self.store.start()
         self.store.create_bucket(BUCKET)
-        self.tracking().start()
-        head = self.head().start()
+        tracking = self.tracking()
+        state, running = tracking._running_state()
+        endpoint = self.store.env()["AWS_ENDPOINT_URL"]
+        if running and state.get("store_endpoint") not in (None, endpoint):
+            self.notes.append(f"restarted the MLflow server: the object store moved to {endpoint}")
+            tracking.stop()
+        tracking.start()
+        head = self.head()
+        state, running = head._running_state()
+        if running and state.get("serves") not in (None, head.serves()):
+            moved = ", ".join(f"{k} {v}" for k, v in head.serves().items() if state["serves"].get(k) != v)
+            self.notes.append(f"restarted the Ray head (its running jobs stopped): {moved}")
+            head.stop()
+        elif running:
+            kept = [f"num-{r}={state.get(f'num_{r}')} (asked {want})" for r, want in
+                    (("cpus", self.num_cpus), ("gpus", self.num_gpus))
+                    if want is not None and state.get(f"num_{r}") != want]
+            if kept:
+                self.notes.append(f"the running Ray head keeps {', '.join(kept)}: `pixelclip stack down` "
+                                  "then `up` with the new flags to change it")
+        head = head.start()
         env = {**self.store.env(), "MLFLOW_TRACKING_URI": self.tracking().tracking_uri, **head.client_env()}
         lines = [f"# the local stack in {self.root}: `source` this file\n"]
         lines += [f"export {k}={v}\n" for k, v in env.items()]
@@ -98,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "up":
             env = stack.up()
+            for note in stack.notes:
+                print(f"note: {note}")
             print(f"object store  {env['AWS_ENDPOINT_URL']}  (bucket s3://{BUCKET})")
             print(f"MLflow        {env['MLFLOW_TRACKING_URI']}")
             print(f"Ray           {env['RAY_API_SERVER_ADDRESS']}  (dashboard and jobs; GCS {env['RAY_ADDRESS']})")

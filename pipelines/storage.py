@@ -88,6 +88,23 @@ def _opts(opts: StorageOptions | None) -> StorageOptions:
     return opts if opts is not None else StorageOptions.from_env()
 
 
+def for_ray(opts: StorageOptions | None) -> StorageOptions:
+    """The storage options to hand to Ray tasks, actors, trainers and sweeps: the endpoint and the
+    region, never the keys. Ray records what it is given (runtime environments in its logs and in
+    `ray list ... --detail`, arguments in its object store), so workers find the keys the way cluster
+    nodes do: in their node's environment (the local stack's Ray head has them; on a cluster, the
+    nodes' environment or an instance role). Refuses keys that this process's environment lacks,
+    since then no worker started from here would have them either."""
+    o = _opts(opts)
+    if o.access_key and os.environ.get("AWS_ACCESS_KEY_ID") != o.access_key:
+        raise StorageError(
+            f"storage keys for {o.endpoint_name} were given in code but are not in this process's environment "
+            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY): Ray workers read the keys from their node's "
+            "environment, never from the job; export them (for the local stack: source .stack/env.sh) before "
+            "`ray start` and the job, or use an instance role")
+    return StorageOptions(endpoint_url=o.endpoint_url, region=o.region)
+
+
 # -- URIs ----------------------------------------------------------------------------------------------------
 
 
@@ -299,6 +316,12 @@ def write_bytes(uri: str | os.PathLike, data: bytes, opts: StorageOptions | None
     if isinstance(fs, LocalFileSystem):
         fs.makedirs(os.path.dirname(path), exist_ok=True)
     fs.pipe_file(path, bytes(data))
+
+
+def delete(uri: str | os.PathLike, opts: StorageOptions | None = None) -> None:
+    """Remove one file."""
+    fs, path = fsspec_fs(uri, opts)
+    fs.rm_file(path)
 
 
 def open_input(uri: str | os.PathLike, opts: StorageOptions | None = None) -> IO[bytes]:

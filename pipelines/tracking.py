@@ -206,8 +206,9 @@ class MLflowServer(LocalService):
         return self._popen(self._command(port), self.data_dir, self._child_env())
 
     def _choose_port(self) -> int:
-        if self.port is None:
-            return free_port(self.host, error=TrackingError)
+        if self.port is None:  # the last start's port when it is free, so that a restart is found where it was
+            last = self._last_ports().get("port")
+            return last if last and port_free(last, self.host) else free_port(self.host, error=TrackingError)
         if not port_free(self.port, self.host):
             raise TrackingError(f"port {self.port} on {self.host} is already in use (another MLflow server?); pick "
                                 "another with --port N / MLflowServer(port=N), or leave it out to use a free one")
@@ -233,7 +234,8 @@ class MLflowServer(LocalService):
             self._proc = self._spawn(port)
             pid = self._proc.pid
             state = {"host": self.host, "port": port, "backend": _masked_uri(self.backend_uri),
-                     "artifacts": self.artifacts_uri, "data_dir": str(self.data_dir), "started": time.time()}
+                     "artifacts": self.artifacts_uri, "data_dir": str(self.data_dir), "started": time.time(),
+                     "store_endpoint": self.storage_opts.endpoint_url if self.storage_opts else None}
             self._record_and_wait(pid, state, lambda: self._wait_ready(pid, self.tracking_uri, timeout), 10.0)
             log.info("MLflow server pid %d at %s", pid, self.tracking_uri)
             return self

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -173,11 +174,13 @@ class _Progress:
     reports) and the metrics in MLflow."""
 
     def __init__(self, run_id: str | None, tracking_uri: str | None, total: int, batch: int, every_s: float = 30.0):
-        self.client = None
-        if run_id:
+        self.sink = None
+        if run_id:  # MLflow writes go through a background thread: an outage never stops training
             import mlflow
 
-            self.client = mlflow.MlflowClient(tracking_uri)
+            from pipelines.metric_sink import MetricSink
+
+            self.sink = MetricSink(mlflow.MlflowClient(tracking_uri), run_id)
         self.run_id, self.total, self.batch, self.every_s = run_id, total, batch, every_s
         self.t0 = self.t_line = time.perf_counter()
         self.step0: int | None = None
@@ -191,8 +194,11 @@ class _Progress:
         left = (time.perf_counter() - self.t0) / done * (self.total - step) if done > 0 else None
         val = f"  val mIoU {m['val_miou']:.1f}" if "val_miou" in m else ""
         eta = f"{left / 60:.1f} min" if left is not None else "(after the first step)"
-        print(f"step {step}/{self.total}  loss {m.get('loss', float('nan')):.4f}  {rate:.1f} img/s  "
-              f"clusters {m.get('clusters_used', 0):.0f}{val}  time left {eta}", flush=True)
+        # written to the stream itself: Ray Train turns a worker's print() into a log record as well,
+        # which would show every line twice on the console
+        sys.stdout.write(f"step {step}/{self.total}  loss {m.get('loss', float('nan')):.4f}  {rate:.1f} img/s  "
+                         f"clusters {m.get('clusters_used', 0):.0f}{val}  time left {eta}\n")
+        sys.stdout.flush()
         self.t_line = time.perf_counter()
 
     def tick(self, step: int, m: dict) -> None:
@@ -204,7 +210,7 @@ class _Progress:
 
     def __call__(self, step: int, m: dict) -> None:
         self._line(step, m, m.get("images_per_s", 0.0))
-        if self.client is not None:
+        if self.sink is not None:
             self.log(step, m)
 
     def log(self, step: int, m: dict) -> None:
@@ -216,7 +222,20 @@ class _Progress:
         metrics = [Metric(k.replace("/", "_"), float(v), now, step) for k, v in m.items()
                    if isinstance(v, int | float) and k not in ("step", "val_step")
                    and not (stale and k.startswith("val_"))]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self.sink.log(metrics)
+
+    def close(self, run_uri: str, timeout: float = 30.0) -> None:
+        """Write what the sink still holds within `timeout`; the rest goes to RUN/pending_metrics/."""
+        if self.sink is None:
+            return
+        from pipelines.metric_sink import spill
+
+        left = self.sink.close(timeout)
+        if left:
+            where = spill(run_uri, left)
+            sys.stdout.write(f"MLflow did not take {len(left)} metrics ({self.sink.failures} failed writes): "
+                             f"kept in {where}; the driver sends them when the run ends\n")
+            sys.stdout.flush()
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -259,45 +278,49 @@ def train_loop_per_worker(config: dict) -> None:
         last_val = {**validator(task), "val_step": step}  # the starting point (or the resumed one)
         print(f"validation at step {step}: mIoU {last_val['val_miou']:.2f} on {len(validator)} images "
               f"({last_val['val_seconds']:.1f} s)", flush=True)
-        if progress is not None and progress.client is not None:
+        if progress is not None and progress.sink is not None:
             progress.log(step, last_val)
     total, t_last, n_last, waited, losses = cfg.optim.steps, time.perf_counter(), 0, 0.0, []
     baseline = uninformed_loss(cfg.num_classes)
     if progress is not None:
         progress.start(step)
-    while step < total:
-        got_batch, t_ask = False, time.perf_counter()
-        for batch in iter_batches(shard, per_worker, device):
-            waited += time.perf_counter() - t_ask  # time this worker sat waiting for its next batch
-            got_batch = True
-            m = trainer.step(**batch)
-            step += 1
-            n_last += 1
-            if math.isfinite(m["loss"]):
-                losses.append(m["loss"])
-            due_log, due_ckpt = step % config["log_every"] == 0, step % config["checkpoint_every"] == 0
-            due_val = bool(val_cfg) and (step % val_cfg["every"] == 0 or step == total)
-            if due_log or due_ckpt or due_val or step == total:
-                if validator is not None and due_val:
-                    last_val = {**validator(task), "val_step": step}
-                m.update(last_val)  # the latest validation rides along in every report (Tune needs the metric)
-                now = time.perf_counter()
-                m.update(step=step, images_per_s=n_last * cfg.optim.batch_size / max(now - t_last, 1e-9),
-                         data_wait_fraction=waited / max(now - t_last, 1e-9), skipped_total=trainer.skipped,
-                         loss_mean=sum(losses) / len(losses) if losses else float("nan"))
-                m["loss_rel"] = m["loss_mean"] / baseline  # mean since the last report, comparable across K
-                t_last, n_last, waited, losses = now, 0, 0.0, []
-                if progress is not None:
-                    progress(step, m)
-                _report(m, task, trainer, step, config["model"], due_ckpt or step == total)
-            elif progress is not None:
-                progress.tick(step, m)
-            if step >= total:
-                break
-            t_ask = time.perf_counter()
-        if not got_batch:
-            raise RuntimeError(f"worker {rank} got no batch of {per_worker} images from {config['data']}: "
-                               "too few training records for the global batch size")
+    try:
+        while step < total:
+            got_batch, t_ask = False, time.perf_counter()
+            for batch in iter_batches(shard, per_worker, device):
+                waited += time.perf_counter() - t_ask  # time this worker sat waiting for its next batch
+                got_batch = True
+                m = trainer.step(**batch)
+                step += 1
+                n_last += 1
+                if math.isfinite(m["loss"]):
+                    losses.append(m["loss"])
+                due_log, due_ckpt = step % config["log_every"] == 0, step % config["checkpoint_every"] == 0
+                due_val = bool(val_cfg) and (step % val_cfg["every"] == 0 or step == total)
+                if due_log or due_ckpt or due_val or step == total:
+                    if validator is not None and due_val:
+                        last_val = {**validator(task), "val_step": step}
+                    m.update(last_val)  # the latest validation rides along in every report (Tune needs the metric)
+                    now = time.perf_counter()
+                    m.update(step=step, images_per_s=n_last * cfg.optim.batch_size / max(now - t_last, 1e-9),
+                             data_wait_fraction=waited / max(now - t_last, 1e-9), skipped_total=trainer.skipped,
+                             loss_mean=sum(losses) / len(losses) if losses else float("nan"))
+                    m["loss_rel"] = m["loss_mean"] / baseline  # mean since the last report, comparable across K
+                    t_last, n_last, waited, losses = now, 0, 0.0, []
+                    if progress is not None:
+                        progress(step, m)
+                    _report(m, task, trainer, step, config["model"], due_ckpt or step == total)
+                elif progress is not None:
+                    progress.tick(step, m)
+                if step >= total:
+                    break
+                t_ask = time.perf_counter()
+            if not got_batch:
+                raise RuntimeError(f"worker {rank} got no batch of {per_worker} images from {config['data']}: "
+                                   "too few training records for the global batch size")
+    finally:  # what MLflow has not taken yet is written to the run's storage, replayed by the driver
+        if progress is not None:
+            progress.close(config["run_uri"])
 
 
 def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = None, callbacks: list | None = None):
@@ -331,7 +354,7 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
     per_worker = {"CPU": job.cpus_per_worker}
     if use_gpu and online is not None:  # each DINO actor shares a worker's GPU
         per_worker["GPU"] = online.worker_gpu
-    fs, path = storage.arrow_fs(job.storage, opts)
+    fs, path = storage.arrow_fs(job.storage, storage.for_ray(opts), with_keys=False)  # Ray pickles it
     tracking_uri = job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     loop_config = {"model": job.model, "data": job.data, "run_uri": storage.join(job.storage, job.name),
                    "log_every": job.log_every,
@@ -348,7 +371,10 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
             name=job.name, storage_path=path, storage_filesystem=fs,
             failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3), callbacks=callbacks,
-            worker_runtime_env={"env_vars": worker_env(opts, tracking_uri)}),
+            worker_runtime_env={"env_vars": worker_env(opts, tracking_uri)},
+            # Ray Train's own INFO lines (every report, every checkpoint) stay in its session files, so
+            # the console shows the progress lines
+            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
         datasets={"train": ds},
     ), loop_config
 
@@ -394,11 +420,11 @@ def mlflow_run(job: TrainJobConfig, tracking_uri: str | None) -> str | None:
 
 
 def worker_env(opts: storage.StorageOptions, tracking_uri: str | None) -> dict:
-    """Storage credentials and the tracking URI for the workers' environment (Ray keeps them out of
-    logs; they are never written to the run's config or parameters)."""
-    pairs = {"AWS_ENDPOINT_URL": opts.endpoint_url, "AWS_ACCESS_KEY_ID": opts.access_key,
-             "AWS_SECRET_ACCESS_KEY": opts.secret_key, "AWS_SESSION_TOKEN": opts.session_token,
-             "AWS_REGION": opts.region, "MLFLOW_TRACKING_URI": tracking_uri}
+    """The endpoint, region and tracking URI for the workers' runtime environment. Never the keys:
+    Ray writes runtime environments into its logs and `ray list ... --detail`, so the workers read
+    the keys from their node's environment (`storage.for_ray`)."""
+    o = storage.for_ray(opts)
+    pairs = {"AWS_ENDPOINT_URL": o.endpoint_url, "AWS_REGION": o.region, "MLFLOW_TRACKING_URI": tracking_uri}
     return {k: v for k, v in pairs.items() if v}
 
 
@@ -408,9 +434,11 @@ def run_train(job: TrainJobConfig, opts: storage.StorageOptions | None = None) -
     try:
         result = trainer.fit()
     except Exception:
+        send_pending_metrics(config, opts)
         finish_run(config, "FAILED")
         raise
     opts = opts or storage.StorageOptions.from_env()
+    send_pending_metrics(config, opts)
     final = latest_checkpoint(config["run_uri"], opts)
     version = None
     if config.get("run_id") and final and not result.error:
@@ -434,6 +462,33 @@ def log_final_model(config: dict, checkpoint_uri: str, job: TrainJobConfig, opts
         info = log_model(str(local), registered_model_name=job.register_as, config=job.model)
     version = getattr(info, "registered_model_version", None)
     return str(version) if version is not None else None
+
+
+def send_pending_metrics(config: dict, opts, wait_s: float = 120.0) -> int:
+    """The metrics rank 0 could not write during an MLflow outage (RUN/pending_metrics/), sent to the
+    run now, each once; retried for `wait_s` while the server is still away. Files that stay are sent
+    by the next resume or run of the same name."""
+    if not config.get("run_id"):
+        return 0
+    import mlflow
+
+    from pipelines.metric_sink import replay_metrics
+
+    client = mlflow.MlflowClient(config["tracking_uri"])
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            sent = replay_metrics(config["run_uri"], client, config["run_id"], opts)
+        except Exception as e:  # the server is still away: training's result does not depend on it
+            if time.monotonic() > deadline:
+                print(f"warning: {config['run_uri']}/pending_metrics/ not sent to MLflow ({type(e).__name__}); "
+                      "the next run of this name sends it", flush=True)
+                return 0
+            time.sleep(5)
+            continue
+        if sent:
+            print(f"sent {sent} metrics that MLflow missed during the run", flush=True)
+        return sent
 
 
 def finish_run(config: dict, status: str) -> None:

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipelines import storage
-from pipelines.train import TrainJobConfig, build_trainer, finish_run
+from pipelines.train import TrainJobConfig, build_trainer, finish_run, send_pending_metrics
 from pipelines.tune_mlflow import close_children, register_best, sweep_run, trial_closer
 
 VARIANT = "variant"  # the search-space key of the named variants
@@ -212,6 +212,7 @@ def _trial(config: dict, sweep: dict) -> None:
     job = job_cfg.trial_job(config, trial_id, sweep["parent_run_id"])
     trainer, loop = build_trainer(job, sweep["opts"], callbacks=[TuneReportCallback()])
     result = trainer.fit()  # a failure or a stop (ASHA, Ctrl+C) is recorded by `_trial_closer`
+    send_pending_metrics(loop, sweep["opts"])  # what an MLflow outage held back
     if result.error:
         raise result.error
     finish_run(loop, "FINISHED")
@@ -251,7 +252,8 @@ def build_tuner(job: TuneJobConfig, opts: storage.StorageOptions | None = None, 
     opts = opts or storage.StorageOptions.from_env()
     steps = config_from_dict(job.model).optim.steps
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, sweep={"job": asdict(job), "opts": opts, "parent_run_id": parent_run_id}),
+        tune.with_parameters(_trial, sweep={"job": asdict(job), "opts": storage.for_ray(opts),
+                                            "parent_run_id": parent_run_id}),
         {"CPU": 0.1})  # the trial only drives its trainer; its workers hold the resources
     fs, path = storage.arrow_fs(job.storage, opts, with_keys=False)  # Tune pickles it into its state
     experiment = f"{path.rstrip('/')}/{job.name}"
@@ -302,16 +304,6 @@ def best_trial(rows: list[dict], job: TuneJobConfig) -> dict:
     return pick(done, key=lambda r: r[job.metric])
 
 
-def check_keys_from_environment(uri: str, opts: storage.StorageOptions) -> None:
-    """Ray Tune stores its storage filesystem object with the experiment; the sweep gives it one
-    without keys, so the keys must come from the environment (or an instance role) instead."""
-    if storage.is_s3(uri) and opts.access_key and os.environ.get("AWS_ACCESS_KEY_ID") != opts.access_key:
-        raise ValueError("tune: the storage keys must be in the environment (AWS_ACCESS_KEY_ID, "
-                         "AWS_SECRET_ACCESS_KEY) of the driver and of the Ray job (ray.init(runtime_env="
-                         "{'env_vars': ...}) or `ray job submit --runtime-env-json`), or come from an instance "
-                         "role: Ray Tune stores its filesystem object with the sweep, and keys must not be stored")
-
-
 def check_weights_on_driver(job: TuneJobConfig, opts) -> None:
     """Every weights file the trials will open (backbone, DINO), checked once before any trial starts;
     local paths become absolute, so that trials on any node find them."""
@@ -332,7 +324,7 @@ def run_tune(job: TuneJobConfig, opts: storage.StorageOptions | None = None) -> 
     job.tracking_uri = job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     job.validate()
     opts = opts or storage.StorageOptions.from_env()
-    check_keys_from_environment(job.storage, opts)
+    storage.for_ray(opts)  # the trials read the keys from their node's environment, never from the sweep
     storage.check_writable(job.storage, opts)
     check_weights_on_driver(job, opts)
     parent = sweep_run(job)

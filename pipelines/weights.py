@@ -126,3 +126,17 @@ def driver_model(model: dict, opts: storage.StorageOptions | None = None) -> dic
     else:
         b.name = resolve_model_name(b.name, b.pretrained)
     return cfg.to_dict()
+
+
+def driver_source(model: str, opts: storage.StorageOptions | None = None, field: str = "evaluate.model") -> str:
+    """A `--model` string as the workers should get it: a checkpoint or an open_clip weights file
+    checked once here (one-line WeightsError) and made absolute, so that an actor on any node, in any
+    working folder, opens the same file. Registry models and open_clip tags are returned as given."""
+    from pipelines.models import parse_source
+
+    src = parse_source(model)
+    if src.kind == "checkpoint":
+        return check_weights(src.ref, field, opts)
+    if src.kind == "openclip" and src.pretrained and _names_a_file(src.pretrained, src.ref):
+        return f"openclip:{src.ref}:{check_weights(src.pretrained, field, opts, torchscript_ok=True)}"
+    return model

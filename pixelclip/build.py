@@ -20,15 +20,16 @@ from .model.prompts import ClassPrompts, TextEncoder
 from .task import PixelCLIP
 
 
-def build_pixelclip(cfg: Config, device: str | torch.device = "cpu") -> PixelCLIP:
+def build_pixelclip(cfg: Config, device: str | torch.device = "cpu", weights_follow: bool = False) -> PixelCLIP:
     """Create the open_clip model named by `cfg.backbone` and wire student, teacher, frozen text
     encoder, learnable prompts and decoder around it. Random initialisation uses `cfg.seed` and
     leaves the global RNG untouched. The open_clip configuration built is the one whose activation the
-    weights were trained with (`resolve_model_name`; `task.model_name` names it)."""
+    weights were trained with (`resolve_model_name`; `task.model_name` names it). `weights_follow`: the
+    caller loads a checkpoint next, so open_clip's "initialized randomly" warning is not shown."""
     name = resolve_model_name(cfg.backbone.name, cfg.backbone.pretrained)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        clip, tokenizer = create_clip(name, cfg.backbone.pretrained, device)
+        clip, tokenizer = create_clip(name, cfg.backbone.pretrained, device, weights_follow=weights_follow)
         clip.eval()
         for p in clip.parameters():
             p.requires_grad_(False)

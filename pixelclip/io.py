@@ -191,6 +191,6 @@ def load_pixelclip(path: str | Path, device: str | torch.device = "cpu") -> tupl
         raise ValueError(f"{path} stores no config; build the model yourself and call load_checkpoint")
     cfg = config_from_dict(meta["config"])
     cfg.backbone.pretrained = None
-    task = build_pixelclip(cfg, device=device)
+    task = build_pixelclip(cfg, device=device, weights_follow=True)
     load_checkpoint(path, task)
     return task, meta

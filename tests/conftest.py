@@ -106,23 +106,28 @@ def store(tmp_path_factory):
 def ray_local(store):
     """A local Ray for the pipeline tests. 4 logical CPUs on this 2-core machine: two training
     workers hold one each, and Ray Data needs some left to feed them. The dashboard serves the state
-    API that Ray Train uses to free the resources of a Tune trial that ASHA stopped."""
+    API that Ray Train uses to free the resources of a Tune trial that ASHA stopped. The store's keys
+    are in the node's environment (this process's, which Ray's workers inherit), as on a cluster's
+    nodes: never in a runtime environment, which Ray logs."""
     import ray
 
     env = {"AWS_ENDPOINT_URL": store.endpoint_url, "AWS_ACCESS_KEY_ID": store.access_key,
            "AWS_SECRET_ACCESS_KEY": store.secret_key, "AWS_REGION": store.region}
-    for attempt in range(3):  # Ray gives its raylet a fixed 30 s to register: a loaded machine can miss it
-        try:
-            ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
-                     configure_logging=False, runtime_env={"env_vars": env})  # the store's keys, as a job gets them
-            break
-        except Exception as e:  # Ray raises a bare Exception for this
-            ray.shutdown()
-            if "timed out during startup" not in str(e) or attempt == 2:
-                raise
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        for attempt in range(3):  # Ray gives its raylet a fixed 30 s to register: a loaded machine can miss it
+            try:
+                ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
+                         configure_logging=False)
+                break
+            except Exception as e:  # Ray raises a bare Exception for this
+                ray.shutdown()
+                if "timed out during startup" not in str(e) or attempt == 2:
+                    raise
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

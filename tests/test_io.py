@@ -1,3 +1,5 @@
+import logging
+
 import open_clip
 import pytest
 import torch
@@ -40,10 +42,17 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path, tiny_cfg):
     assert torch.equal(task.prompts.tokens, fresh.prompts.tokens)
 
 
-def test_load_pixelclip_rebuilds_from_the_stored_config(tmp_path, tiny_cfg):
+def test_load_pixelclip_rebuilds_from_the_stored_config(tmp_path, tiny_cfg, caplog):
     task, _trainer, batch = _train(tiny_cfg, 2)
     path = save_checkpoint(tmp_path / "c.safetensors", task, step=2, config=tiny_cfg.to_dict())
-    loaded, meta = load_pixelclip(path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        loaded, meta = load_pixelclip(path)
+    assert "initialized randomly" not in caplog.text  # the weights come from the checkpoint: no false alarm
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        pixelclip.build_pixelclip(tiny_cfg)
+    assert "initialized randomly" in caplog.text  # a truly random model still says so
     assert meta["step"] == 2
     task.eval()
     loaded.eval()

@@ -15,7 +15,7 @@ from PIL import Image
 
 import pixelclip
 from pipelines import storage
-from pipelines.prepare import PrepareConfig, iter_tar_pairs, keep_sample, run_prepare
+from pipelines.prepare import PrepareConfig, find_duplicates, format_summary, iter_tar_pairs, keep_sample, run_prepare
 from pipelines.reader import iter_batches, training_dataset
 from pipelines.synth_sa1b import CORRUPTIONS, write_shards
 from pixelclip.data import rle
@@ -56,12 +56,15 @@ def test_sa1b_shards_with_bad_members(store, ray_local, raw):
     good_in_cut, lone_in_cut = _pairs_before_cut(raw[2], store)
     assert 0 < good_in_cut < 16
     reason = {"truncated_jpeg": "bad_image", "not_jpeg": "bad_image"}  # corruption -> reason counted
-    expected_skips = Counter(reason.get(k, k) for k in CORRUPTIONS) + Counter(
-        {"corrupt_tar": 1, "missing_pair": lone_in_cut})
+    expected_skips = Counter(reason.get(k, k) for k in CORRUPTIONS) + Counter({"missing_pair": lone_in_cut})
     assert s["skipped"] == dict(expected_skips), s["skipped"]
+    assert s["shard_errors"] == 1  # the cut tar: counted apart, it is no image
     assert s["images_written"] == (16 - len(CORRUPTIONS)) + 16 + good_in_cut
-    assert s["images_in"] == s["images_written"] + s["skipped_total"] - 1  # the tar error is no image
-    assert {e["reason"] for e in s["examples"]} == set(expected_skips)
+    assert s["images_in"] == s["images_written"] + s["sampled_out"] + s["skipped_total"]  # the line adds up
+    assert f"images in {s['images_in']} = written {s['images_written']} + sampled out 0 + skipped" in \
+        format_summary(s) and "1 shard(s) cut short by a corrupt tar" in format_summary(s)
+    assert s["duplicate_ids"] == 0 and "WARNING" not in format_summary(s)
+    assert {e["reason"] for e in s["examples"]} == set(expected_skips) | {"corrupt_tar"}
     assert all(e["shard"].startswith("s3://data/raw/sa_") for e in s["examples"])
 
     files = storage.list_files("s3://data/ready/", (".parquet",), store)
@@ -104,6 +107,22 @@ def test_sa1b_shards_with_bad_members(store, ray_local, raw):
         run_prepare(cfg, store)
 
 
+def test_a_sample_in_two_shards_is_reported(store, ray_local, raw):
+    """The same shard under two names: every image is written twice, and the summary says so."""
+    data = storage.read_bytes(raw[1], store)  # the shard without corruptions
+    for name in ("sa_000100.tar", "sa_000101.tar"):
+        storage.write_bytes(f"s3://data/raw-dup/{name}", data, store)
+    s = run_prepare(PrepareConfig(input="s3://data/raw-dup/", output="s3://data/ready-dup/", convert=OPTS), store)
+    assert s["images_written"] == 32 and s["duplicate_ids"] == 16
+    text = format_summary(s)
+    assert "WARNING: 16 record(s) repeat a sample id already written" in text and " x2" in text
+
+
+def test_find_duplicates_counts_each_repeat():
+    assert find_duplicates(["a", "b", "a", "c", "a", "b"]) == {"a": 3, "b": 2}
+    assert find_duplicates(["a", "b"]) == {}
+
+
 def test_sampling_is_deterministic(store, ray_local, raw):
     cfg = PrepareConfig(input="s3://data/raw/", output="s3://data/sampled/", sample=0.5, seed=3, convert=OPTS)
     s = run_prepare(cfg, store)
@@ -111,8 +130,7 @@ def test_sampling_is_deterministic(store, ray_local, raw):
     assert ids and all(keep_sample(i, 0.5, 3) for i in ids)
     assert 0.2 < s["images_written"] / 48 < 0.8 and s["sampled_out"] > 0
     # every image is accounted for once every shard's counts have reached the stats actor
-    tar_errors = s["skipped"].get("corrupt_tar", 0)
-    assert s["images_in"] == s["images_written"] + s["sampled_out"] + s["skipped_total"] - tar_errors
+    assert s["images_in"] == s["images_written"] + s["sampled_out"] + s["skipped_total"]
     cfg.output, cfg.overwrite = "s3://data/sampled/", True
     run_prepare(cfg, store)
     assert set(_ids("s3://data/sampled/", store)) == ids
@@ -183,7 +201,7 @@ def test_mask_model_sources_on_sa1b_shards(store, ray_local, raw, source, tmp_pa
     cfg = _mask_model_cfg(source, "s3://data/raw/", f"s3://data/ready-{source}-tars/", weights=weights,
                           allow_random_weights=weights is None)
     s = run_prepare(cfg, store)
-    assert s["skipped"] == {"bad_image": 2, "corrupt_tar": 1}, s["skipped"]
+    assert s["skipped"] == {"bad_image": 2} and s["shard_errors"] == 1, s["skipped"]
     assert s["images_written"] == s["images_in"] - 2 and s["images_written"] > 30
     tcfg = pixelclip.load_config("tiny", ["data.resize_short=64", "data.crop=48"])
     batch = next(iter_batches(training_dataset(f"s3://data/ready-{source}-tars/", tcfg, store, seed=0), 4))

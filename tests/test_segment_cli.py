@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import imgviz
 import numpy as np
@@ -127,7 +128,13 @@ def test_bad_inputs_are_clear_errors(tiny_checkpoint, photo, args, message, caps
     assert message in capsys.readouterr().err
 
 
-def test_missing_and_unreadable_photos(tiny_checkpoint, tmp_path, capsys):
+def test_missing_and_unreadable_photos(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    import pipelines.models
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the photo was checked")
+
+    monkeypatch.setattr(pipelines.models, "load_segmenter", no_model)  # the photo is checked first
     _, ckpt = tiny_checkpoint
     (tmp_path / "notes.jpg").write_text("not an image")
     for path, message in ((tmp_path / "missing.jpg", "does not exist"), (tmp_path / "notes.jpg", "not a readable")):
@@ -206,9 +213,10 @@ def test_photos_are_read_upright_from_their_exif_orientation(tmp_path):
     assert read_photo(tmp_path / "rotated.jpg").shape == (30, 20, 3)
 
 
-def test_registry_model_without_a_tracking_server_is_a_clear_error(tmp_path, monkeypatch, capsys):
+def test_registry_model_without_a_tracking_server_is_a_clear_error(tmp_path, photo, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
+    Path("photo.jpg").write_bytes(Path(photo).read_bytes())
     with pytest.raises(SystemExit) as e:
         main(["segment", "photo.jpg", "--classes", "cat", "--model", "models:/pixelclip@champion"])
     assert e.value.code == 2 and "set MLFLOW_TRACKING_URI" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pipelines.service import marked_pids
 from pipelines.stack import Stack, main
 from pipelines.synth_sa1b import write_shards
 from pipelines.tracking import tracking_pids
+from tests.leaks import assert_no_secret, stack_env
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +40,7 @@ def _left(root: Path) -> list[int]:
 def test_stack_runs_submitted_jobs_and_stops_clean(tmp_path, capsys):
     import mlflow
 
-    root = tmp_path / "stack"
+    root, t0 = tmp_path / "stack", time.time()
     stack = Stack(root, num_cpus=4)
     try:
         assert main(["up", "--dir", str(root), "--num-cpus", "4"]) == 0
@@ -65,6 +67,14 @@ def test_stack_runs_submitted_jobs_and_stops_clean(tmp_path, capsys):
         bare.update(HOME=str(tmp_path / "home"), RAY_AUTH_MODE="token")
         refused = _submit(bare, "config", "tiny", timeout=120)
         assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
+        # a stage started from such a shell says what to source, in one line, instead of Ray's retry loop
+        lost = subprocess.run([sys.executable, "-m", "pipelines.cli", "prepare", "--input", "s3://data/raw/",
+                               "--output", "s3://data/never/", "--address", env["RAY_ADDRESS"]],
+                              env={**bare, "RAY_ADDRESS": env["RAY_ADDRESS"]}, cwd=REPO, capture_output=True,
+                              text=True, timeout=180)
+        last = lost.stderr.strip().splitlines()[-1]
+        assert lost.returncode == 2 and last.startswith("pixelclip prepare: error: cannot join the Ray cluster")
+        assert "source .stack/env.sh" in last and "Traceback" not in lost.stderr
 
         # a long job still running when the stack stops: its driver and workers must go with it
         ray = str(Path(sys.executable).parent / "ray")
@@ -84,6 +94,26 @@ def test_stack_runs_submitted_jobs_and_stops_clean(tmp_path, capsys):
         runs = client.search_runs([client.get_experiment_by_name("pixelclip").experiment_id],
                                   filter_string="tags.`pixelclip.run` = 'orphan-check'")
         assert len(runs) == 1 and runs[0].info.status == "RUNNING"
+
+        # each service killed by PID mid-job, then `stack up`: back on the same addresses, the next job runs
+        before = stack_env(root)
+        for name in ("object store", "mlflow"):
+            os.killpg(stack.status()[name]["pid"], signal.SIGKILL)  # the service and its workers die
+        assert main(["up", "--dir", str(root), "--num-cpus", "4"]) == 0
+        assert stack_env(root) == before and "restarted the Ray head" not in capsys.readouterr().out
+        done = _submit(shell, "prepare", "--input", "s3://data/raw/", "--output", "s3://data/ready-again/",
+                       "--short-side", "48", "--min-area", "4", "--max-masks", "8")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert client.get_run(runs[0].info.run_id).info.status == "RUNNING"  # MLflow answers where it was
+        assert_no_secret(root, t0, tmp_path / "leaks")  # prepare and train ran: no key in logs, Ray state, MLflow
+        os.killpg(stack.status()["ray head"]["pid"], signal.SIGKILL)
+        assert main(["up", "--dir", str(root), "--num-cpus", "8"]) == 0
+        out = capsys.readouterr().out
+        assert stack_env(root)["RAY_ADDRESS"] == before["RAY_ADDRESS"]
+        assert "keeps num-cpus" not in out  # a restarted head takes the new flags
+        assert main(["up", "--dir", str(root), "--num-cpus", "4"]) == 0  # a running head keeps its flags, and says so
+        assert "note: the running Ray head keeps num-cpus=8 (asked 4)" in capsys.readouterr().out
+        assert _submit(shell, "config", "tiny", timeout=300).returncode == 0
     finally:
         assert main(["down", "--dir", str(root)]) == 0
     assert _left(root) == []
@@ -110,7 +140,7 @@ def test_the_demo_runs_the_whole_pipeline(tmp_path):
     evaluate, segment; short, with the random tiny model."""
     import json
 
-    root, out = tmp_path / "stack", tmp_path / "demo"
+    root, out, t0 = tmp_path / "stack", tmp_path / "demo", time.time()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_", "MLFLOW_"))}
     try:
         done = subprocess.run([sys.executable, "-m", "pipelines.showcase", "--model", "tiny", "--steps", "6",
@@ -128,6 +158,7 @@ def test_the_demo_runs_the_whole_pipeline(tmp_path):
         with Image.open(out / "before_after.png") as pic:  # image | truth | start | fine-tuned, 4x
             assert pic.width >= 4 * 4 * 96 and "| gain |" in done.stdout
         assert set(summary["seconds"]) >= {"prepare", "train", "evaluate the fine-tuned model", "segment"}
+        assert_no_secret(root, t0, tmp_path / "leaks")  # prepare, train, register, evaluate: no key anywhere
     finally:
         assert main(["down", "--dir", str(root)]) == 0
     assert _left(root) == []

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from pipelines.synth_bench import variants
 from pipelines.synth_report import claims, summarize
 from pipelines.tune import TuneJobConfig
 from pixelclip.synth import CLASS_NAMES
+from tests.leaks import assert_no_secret
 from tests.test_stack import _left
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,13 +28,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_fast_benchmark_writes_the_report(tmp_path):
-    root, out = tmp_path / "stack", tmp_path / "report"
+    root, out, t0 = tmp_path / "stack", tmp_path / "report", time.time()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_", "MLFLOW_"))}
     try:
         done = subprocess.run([sys.executable, "-m", "pipelines.synth_bench", "--fast", "--out", str(out),
                                "--stack-dir", str(root), "--eval-seeds", "4,5"], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert_no_secret(root, t0, tmp_path / "leaks")  # prepare, evaluate and a Tune sweep: no key anywhere
     finally:
         assert stack_main(["down", "--dir", str(root)]) == 0
     assert _left(root) == []
@@ -50,7 +53,7 @@ def test_fast_benchmark_writes_the_report(tmp_path):
     report = (out / "REPORT.md").read_text()
     for v in variants:
         assert f"| {v} |" in report
-    assert "--fast" in report and "| starting CLIP (evaluate stage) |" in report
+    assert "--fast" in report and "| starting CLIP (step 0 of every trial) |" in report
     assert all(c["holds"] is None for c in result["claims"])  # one seed: no claim is judged
     final = result["final"]  # the final checkpoints scored scene by scene on both evaluation splits
     assert (tb["eval_seed"], tb["eval2_seed"]) == (4, 5)  # --eval-seeds

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 import pixelclip
 from pipelines import storage
-from pipelines.weights import WeightsError, check_weights, driver_model, local_weights
+from pipelines.weights import WeightsError, check_weights, driver_model, driver_source, local_weights
 
 
 @pytest.fixture
@@ -66,6 +66,26 @@ def test_driver_model_resolves_the_backbone(tmp_path, monkeypatch):
     rel = os.path.relpath(synth["backbone"]["pretrained"])
     out = driver_model({**synth, "backbone": {**synth["backbone"], "pretrained": rel}})
     assert out["backbone"]["pretrained"] == synth["backbone"]["pretrained"] and os.path.isabs(rel) is False
+
+
+def test_evaluate_models_are_opened_on_the_driver_and_made_absolute(tmp_path, monkeypatch):
+    """`--model` as the README writes it (a path relative to the checkout) reaches every actor absolute;
+    a missing or garbage file fails here in one line, before any Ray work."""
+    synth = pixelclip.load_config("synth").to_dict()["backbone"]
+    monkeypatch.chdir(tmp_path)
+    rel = os.path.relpath(synth["pretrained"])
+    assert driver_source(f"openclip:{synth['name']}:{rel}") == f"openclip:{synth['name']}:{synth['pretrained']}"
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    ckpt.parent.mkdir()
+    save_file({"w": torch.zeros(3)}, str(ckpt))
+    assert driver_source("run/checkpoint.safetensors") == str(ckpt)
+    with pytest.raises(WeightsError, match=r"^evaluate\.model: .*/none\.safetensors does not exist"):
+        driver_source("none.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(os.urandom(256))
+    with pytest.raises(WeightsError, match=r"junk\.safetensors is not a weights file"):
+        driver_source("junk.safetensors")
+    assert driver_source("models:/pixelclip@champion") == "models:/pixelclip@champion"  # the registry resolves it
+    assert driver_source("openclip:ViT-B-16:openai") == "openclip:ViT-B-16:openai"  # a tag, not a file
 
 
 @pytest.mark.slow

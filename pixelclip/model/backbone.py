@@ -84,17 +84,35 @@ def resolve_model_name(name: str, pretrained: str | None) -> str:
     return twin
 
 
-def create_clip(name: str, pretrained: str | None = None, device: str | torch.device = "cpu"):
+class _NoRandomInitWarning(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+def create_clip(name: str, pretrained: str | None = None, device: str | torch.device = "cpu",
+                weights_follow: bool = False):
     """Build an open_clip model and its tokenizer the open_clip way.
 
     `pretrained` is an open_clip tag (downloaded by open_clip where there is network), a local file
     path, or None for random initialisation. The configuration is `resolve_model_name(name,
-    pretrained)`, so the activation matches the weights. Returns `(model, tokenizer)`.
+    pretrained)`, so the activation matches the weights. `weights_follow`: a checkpoint is loaded
+    into the model right after, so open_clip's warning that it initialised randomly is not shown.
+    Returns `(model, tokenizer)`.
     """
     import open_clip
 
     built = resolve_model_name(name, pretrained)
-    model = open_clip.create_model(built, pretrained=pretrained or None, device=device)
+    quiet = _NoRandomInitWarning() if weights_follow and not pretrained else None
+    root = logging.getLogger()  # open_clip warns through the root logger
+    if quiet is not None:
+        root.addFilter(quiet)
+    try:
+        model = open_clip.create_model(built, pretrained=pretrained or None, device=device)
+    finally:
+        if quiet is not None:
+            root.removeFilter(quiet)
     tokenizer = open_clip.get_tokenizer(built)
     return model, tokenizer
 
