@@ -156,7 +156,7 @@ def _train(args) -> None:
     job = TrainJobConfig(data=args.data, storage=args.storage, name=args.name, model=cfg.to_dict(),
                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                         max_failures=args.max_failures, register_as=args.register_as,
+                         max_failures=args.max_failures, placement=args.placement, register_as=args.register_as,
                          validation=_validation(args), masks=_masks(args), precision=args.precision).validate()
     connect(args.address)
     print(summary_json(run_train(job)))
@@ -217,7 +217,9 @@ def _add_training_args(p, what: str) -> None:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="fine-tune with Ray Train (DDP) on training-ready shards")
     _add_training_args(p, "run")
-    p.add_argument("--max-failures", type=int, default=2)
+    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts before the run fails")
+    p.add_argument("--placement", default="PACK", choices=["PACK", "SPREAD", "STRICT_SPREAD"],
+                   help="where the workers go: STRICT_SPREAD puts one per node, so a lost node costs one worker")
     p.add_argument("--register-as", help="register the final model under this MLflow registry name")
     p.add_argument("--address", default=None, help="Ray address (default: the running cluster, else local)")
 

@@ -47,7 +47,8 @@ class Stack:
     def head(self):
         from pipelines.ray_head import RayHead
 
-        env = {**self.store.env(), "MLFLOW_TRACKING_URI": self.tracking().tracking_uri}
+        env = {**self.store.env(), "MLFLOW_TRACKING_URI": self.tracking().tracking_uri,
+               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # no download bars from every actor
         return RayHead(self.root / "ray", num_cpus=self.num_cpus, num_gpus=self.num_gpus, env=env)
 
     def up(self) -> dict[str, str]:

@@ -46,6 +46,8 @@ class TrainJobConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     max_failures: int = 2
+    placement: str = "PACK"  # Ray placement of the workers: PACK, SPREAD, or STRICT_SPREAD (one per node, so that
+    #   losing a node costs one worker)
     seed: int | None = None  # augmentation seed; None draws fresh views every epoch
     tracking_uri: str | None = None  # MLflow server; default: MLFLOW_TRACKING_URI; None and unset: no tracking
     experiment: str = "pixelclip"
@@ -73,6 +75,8 @@ class TrainJobConfig:
                 raise ValueError(f"train.{n} must be >= 1, got {getattr(self, n)}")
         if not self.name or "/" in self.name:
             raise ValueError(f"train.name must be a non-empty name without '/', got {self.name!r}")
+        if self.placement not in ("PACK", "SPREAD", "STRICT_SPREAD"):
+            raise ValueError(f"train.placement must be PACK, SPREAD or STRICT_SPREAD, got {self.placement!r}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"train.precision must be bf16 or fp32, got {self.precision!r}")
         if self.validation is not None:
@@ -366,7 +370,7 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=job.workers, use_gpu=use_gpu,
-                                               resources_per_worker=per_worker),
+                                               resources_per_worker=per_worker, placement_strategy=job.placement),
         run_config=ray.train.RunConfig(
             name=job.name, storage_path=path, storage_filesystem=fs,
             failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
