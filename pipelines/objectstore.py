@@ -26,7 +26,17 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.service import LocalService, ServiceError, free_port, pid_alive, port_free, proc_cmdline, write_private
+from pipelines.service import (
+    PORT_WAIT_S,
+    LocalService,
+    ServiceError,
+    free_port,
+    free_soon,
+    pid_alive,
+    port_free,
+    proc_cmdline,
+    write_private,
+)
 from pipelines.storage import mask
 
 log = logging.getLogger(__name__)
@@ -75,11 +85,12 @@ def choose_ports(host: str, s3_port: int | None = None, last: dict[str, int] | N
     """HTTP and gRPC ports for every component; a requested S3 port must be free or this says so.
     `last`: the previous start's ports, taken again for each component whose pair is still free."""
     ports: dict[str, int] = {}
+    deadline = time.monotonic() + PORT_WAIT_S  # a killed server's sockets take a moment to close
     for name in COMPONENTS:
         pair = ((last or {}).get(name), (last or {}).get(f"{name}.grpc"))
         if name == "s3" and s3_port is not None:
             continue
-        if all(pair) and all(port_free(p, host) and p not in ports.values() for p in pair):
+        if all(pair) and all(p not in ports.values() and free_soon(p, host, deadline) for p in pair):
             ports[name], ports[f"{name}.grpc"] = pair
     if s3_port is not None:
         if not port_free(s3_port, host):

@@ -27,7 +27,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pipelines.service import LocalService, ServiceError, free_port, marked_pids, port_free, proc_environ, write_private
+from pipelines.service import (
+    PORT_WAIT_S,
+    LocalService,
+    ServiceError,
+    free_port,
+    free_soon,
+    marked_pids,
+    port_free,
+    proc_environ,
+    write_private,
+)
 
 MARK_VAR = "PIXELCLIP_RAY_HEAD_DIR"
 LOG_MARK = "=== pipelines.ray_head: starting ray head at"
@@ -141,6 +151,7 @@ class RayHead(LocalService):
         found at the same address), else any free port."""
         ports: dict[str, int] = {}
         last = self._last_ports()
+        deadline = time.monotonic() + PORT_WAIT_S  # a killed head's sockets take a moment to close
         for wanted in (self.port, self.dashboard_port):
             if wanted is not None and not port_free(wanted, self.host):
                 raise RayHeadError(f"port {wanted} on {self.host} is already in use (another Ray?); pick another "
@@ -149,7 +160,7 @@ class RayHead(LocalService):
                      "agent_listen"):
             wanted = {"gcs": self.port, "dashboard": self.dashboard_port}.get(name)
             before = last.get(name)
-            if wanted is None and before and before not in ports.values() and port_free(before, self.host):
+            if wanted is None and before and before not in ports.values() and free_soon(before, self.host, deadline):
                 wanted = before
             ports[name] = wanted or free_port(self.host, ports.values(), error=RayHeadError)
         return ports

@@ -43,6 +43,19 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+PORT_WAIT_S = 15.0  # how long a restart waits for its previous ports before it moves
+
+
+def free_soon(port: int, host: str, deadline: float) -> bool:
+    """Whether `port` is free now or becomes free before `deadline` (time.monotonic()): a killed
+    server's sockets take a moment to close, and a restart should take its port back."""
+    while not port_free(port, host):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def free_port(host: str = "127.0.0.1", taken: Iterable[int] = (),
               error: type[Exception] = ServiceError) -> int:
     """A port the OS reports free on `host`, not one of `taken`."""

@@ -9,9 +9,11 @@ Jobs call `check_readable` / `check_writable` first: they fail fast with a `Stor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO
@@ -96,7 +98,7 @@ def for_ray(opts: StorageOptions | None) -> StorageOptions:
     nodes' environment or an instance role). Refuses keys that this process's environment lacks,
     since then no worker started from here would have them either."""
     o = _opts(opts)
-    if o.access_key and os.environ.get("AWS_ACCESS_KEY_ID") != o.access_key:
+    if o.access_key and o.access_key not in (os.environ.get("AWS_ACCESS_KEY_ID"), _filed["key"]):
         raise StorageError(
             f"storage keys for {o.endpoint_name} were given in code but are not in this process's environment "
             "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY): Ray workers read the keys from their node's "
@@ -106,6 +108,46 @@ def for_ray(opts: StorageOptions | None) -> StorageOptions:
 
 
 # -- URIs ----------------------------------------------------------------------------------------------------
+
+
+KEY_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+_filed: dict = {"key": None}  # the access key `keys_in_a_file` moved out of the environment, while it is out
+
+
+@contextlib.contextmanager
+def keys_in_a_file():
+    """Within the block, this process's storage keys live in a 0600 credentials file
+    (AWS_SHARED_CREDENTIALS_FILE, which boto, s3fs and pyarrow read) instead of its environment.
+    Ray Tune copies AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the driver's environment into
+    every trial's runtime environment, which Ray logs; a sweep runs inside this block."""
+    saved = {k: os.environ[k] for k in KEY_VARS if k in os.environ}
+    if not saved.get("AWS_ACCESS_KEY_ID"):
+        yield
+        return
+    others = {k: os.environ.get(k) for k in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_PROFILE")}
+    with tempfile.TemporaryDirectory(prefix="pixelclip-keys-") as d:
+        path = Path(d) / "credentials"
+        names = {"AWS_ACCESS_KEY_ID": "aws_access_key_id", "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+                 "AWS_SESSION_TOKEN": "aws_session_token"}
+        lines = ["[default]"] + [f"{names[k]} = {v}" for k, v in saved.items() if k in names]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(path)
+        os.environ.pop("AWS_PROFILE", None)
+        for k in saved:
+            del os.environ[k]
+        _filed["key"] = saved["AWS_ACCESS_KEY_ID"]
+        try:
+            yield
+        finally:
+            _filed["key"] = None
+            os.environ.update(saved)
+            for k, v in others.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def is_s3(uri: str | os.PathLike) -> bool:

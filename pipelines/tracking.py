@@ -31,7 +31,16 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipelines.service import LocalService, ServiceError, free_port, marked_pids, port_free, proc_environ
+from pipelines.service import (
+    PORT_WAIT_S,
+    LocalService,
+    ServiceError,
+    free_port,
+    free_soon,
+    marked_pids,
+    port_free,
+    proc_environ,
+)
 from pipelines.storage import StorageError, StorageOptions, check_writable, is_s3, mask
 
 log = logging.getLogger(__name__)
@@ -208,7 +217,8 @@ class MLflowServer(LocalService):
     def _choose_port(self) -> int:
         if self.port is None:  # the last start's port when it is free, so that a restart is found where it was
             last = self._last_ports().get("port")
-            return last if last and port_free(last, self.host) else free_port(self.host, error=TrackingError)
+            back = last and free_soon(last, self.host, time.monotonic() + PORT_WAIT_S)
+            return last if back else free_port(self.host, error=TrackingError)
         if not port_free(self.port, self.host):
             raise TrackingError(f"port {self.port} on {self.host} is already in use (another MLflow server?); pick "
                                 "another with --port N / MLflowServer(port=N), or leave it out to use a free one")

@@ -328,8 +328,9 @@ def run_tune(job: TuneJobConfig, opts: storage.StorageOptions | None = None) -> 
     storage.check_writable(job.storage, opts)
     check_weights_on_driver(job, opts)
     parent = sweep_run(job)
-    tuner, resumed = build_tuner(job, opts, parent)
-    results = tuner.fit()
+    with storage.keys_in_a_file():  # Ray Tune would copy the keys into every trial's runtime env
+        tuner, resumed = build_tuner(job, opts, parent)  # its filesystem reads the keys from that file
+        results = tuner.fit()
     rows = trial_rows(results.experiment_path, job, opts, results)
     out: dict[str, Any] = {"name": job.name, "resumed": resumed, "trials": rows, "parent_run_id": parent,
                            "experiment_path": results.experiment_path, "best": None, "registered_version": None,

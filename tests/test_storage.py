@@ -230,3 +230,25 @@ def test_local_paths(tmp_path):
         assert (tmp_path / "dl" / "1.tar").read_bytes() == b"one"
     assert _error(storage.check_readable, str(tmp_path / "plain"), (".zip",)).startswith("no files ending in .zip")
     assert "does not exist" in _error(storage.check_readable, str(tmp_path / "missing"), ())
+
+
+def test_keys_in_a_file_hide_them_from_the_environment_but_not_from_s3_clients(monkeypatch):
+    """A sweep runs with the keys in a 0600 credentials file: Ray Tune copies the keys it finds in
+    the driver's environment into every trial's runtime env, which Ray logs."""
+    import os
+    import stat
+
+    import botocore.session
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "PXCTESTKEY0001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-not-in-any-env-0123456789")
+    monkeypatch.setenv("AWS_PROFILE", "elsewhere")
+    with storage.keys_in_a_file():
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"} & set(os.environ)
+        path = os.environ["AWS_SHARED_CREDENTIALS_FILE"]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        creds = botocore.session.Session().get_credentials()  # the chain S3 clients use
+        assert (creds.access_key, creds.secret_key) == ("PXCTESTKEY0001", "s3cr3t-not-in-any-env-0123456789")
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "s3cr3t-not-in-any-env-0123456789"
+    assert os.environ["AWS_PROFILE"] == "elsewhere" and "AWS_SHARED_CREDENTIALS_FILE" not in os.environ
+    assert not os.path.exists(path)
