@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipelines import storage
-from pipelines.train import TrainJobConfig, build_trainer, finish_run, send_pending_metrics
+from pipelines.train import TrainJobConfig, build_trainer, finish_run
+from pipelines.train_progress import send_pending_metrics
 from pipelines.tune_mlflow import close_children, register_best, sweep_run, trial_closer
 
 VARIANT = "variant"  # the search-space key of the named variants

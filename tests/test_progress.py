@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from pipelines.train import _Progress
+from pipelines.train_progress import Progress
 
 
 def test_lines_at_reports_and_between_them(capsys):
-    p = _Progress(None, None, total=100, batch=8, every_s=0.05)
+    p = Progress(None, None, total=100, batch=8, every_s=0.05)
     p.start(0)
     p(1, {"loss": 0.5, "images_per_s": 3.0})
     first = capsys.readouterr().out
@@ -23,7 +23,7 @@ def test_lines_at_reports_and_between_them(capsys):
 
 
 def test_the_first_line_of_a_resumed_run_has_no_nan(capsys):
-    p = _Progress(None, None, total=50, batch=4)
+    p = Progress(None, None, total=50, batch=4)
     p.start(20)
     p(20, {"loss": 0.2, "images_per_s": 1.0})
     out = capsys.readouterr().out
