@@ -118,6 +118,8 @@ def iter_tar_pairs(uri: str, opts: storage.StorageOptions | None, max_pending: i
                     yield next(iter(pending)), None, "missing_pair"
                     pending.pop(next(iter(pending)))
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        if storage.is_transient(e):  # the store went away: not the shard's fault, and nothing to skip
+            raise storage.unreachable("reading", uri, opts, e, None) from e
         yield "", None, f"corrupt_tar: {e}"
     for stem in list(pending):
         yield stem, None, "missing_pair"

@@ -189,7 +189,7 @@ def curves(out: dict) -> list[dict]:
 
 def trial_checkpoint(sweep_name: str, trial: str, opts) -> str:
     """The final checkpoint of one trial of a benchmark sweep (where `tune` keeps its training runs)."""
-    from pipelines.train import latest_checkpoint
+    from pipelines.checkpoints import latest_checkpoint
 
     run_uri = storage.join(DATA, "sweeps", sweep_name, "runs", f"{sweep_name}-{trial}")
     ckpt = latest_checkpoint(run_uri, opts)

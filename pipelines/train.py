@@ -28,10 +28,10 @@ import torch
 import torch.distributed as dist
 
 from pipelines import storage
+from pipelines.checkpoints import CHECKPOINT_FILE, latest_checkpoint, report, restore
 from pipelines.train_progress import Progress, send_pending_metrics
 
 log = logging.getLogger("pixelclip.train")
-CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 @dataclass
@@ -111,68 +111,6 @@ def uninformed_loss(k: int) -> float:
     return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state().tolist()}
-
-
-def latest_checkpoint(run_uri: str, opts: storage.StorageOptions | None = None) -> str | None:
-    """URI of the newest complete checkpoint under a run (`.../step_NNNNNNNN/checkpoint.safetensors`).
-
-    Ray Train hands restarted workers the last checkpoint it registered; a checkpoint uploaded just
-    before a worker died can be missing from that record, so the run's storage is the reference."""
-    try:
-        files = storage.list_files(run_uri, (CHECKPOINT_FILE,), opts)
-    except storage.StorageError:
-        return None
-    steps = [(int(f.rsplit("/step_", 1)[1].split("/")[0]), f) for f in files if "/step_" in f]
-    return max(steps)[1] if steps else None
-
-
-def _restore(task, trainer, ckpt, stored: str | None) -> int:
-    """Load the newer of Ray Train's checkpoint and the newest stored one into the task and
-    trainer; returns the step to continue from."""
-    from pixelclip.io import load_checkpoint, read_metadata
-
-    with tempfile.TemporaryDirectory() as tmp:
-        candidates = []
-        if ckpt is not None:
-            d = ckpt.to_directory(tmp + "/ray")
-            candidates.append(Path(d) / CHECKPOINT_FILE)
-        if stored is not None:
-            local = Path(tmp) / "stored.safetensors"
-            storage.download(stored, local)
-            candidates.append(local)
-        path = max(candidates, key=lambda p: read_metadata(p)["step"])
-        meta = load_checkpoint(path, task, trainer.optimizer, trainer.scheduler)
-    extra = meta.get("extra", {})
-    trainer.step_count = int(meta["step"]) - int(extra.get("skipped", 0))
-    trainer.skipped = int(extra.get("skipped", 0))
-    if "rng" in extra:
-        torch.set_rng_state(torch.tensor(extra["rng"]["torch"], dtype=torch.uint8))
-    trainer.resumed_at = [*extra.get("resumed_at", []), int(meta["step"])]  # kept in later checkpoints
-    return int(meta["step"])
-
-
-def _report(metrics: dict, task, trainer, step: int, cfg_dict: dict, with_checkpoint: bool) -> None:
-    import ray.train
-
-    if not with_checkpoint:
-        ray.train.report(metrics)
-        return
-    from pixelclip.io import save_checkpoint
-
-    rank = ray.train.get_context().get_world_rank()
-    with tempfile.TemporaryDirectory() as d:
-        ckpt = None
-        if rank == 0:
-            extra = {"skipped": trainer.skipped, "rng": _rng_state(),
-                     "resumed_at": getattr(trainer, "resumed_at", [])}
-            save_checkpoint(Path(d) / CHECKPOINT_FILE, task, trainer.optimizer, trainer.scheduler, step=step,
-                            config=cfg_dict, extra=extra)
-            ckpt = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:08d}")
-
-
 def train_loop_per_worker(config: dict) -> None:
     """The worker loop: build, (resume,) stream batches, step, report, checkpoint."""
     import ray.train
@@ -198,7 +136,7 @@ def train_loop_per_worker(config: dict) -> None:
     step = 0
     ckpt, stored = ray.train.get_checkpoint(), latest_checkpoint(config["run_uri"])
     if ckpt is not None or stored is not None:
-        step = _restore(task, trainer, ckpt, stored)
+        step = restore(task, trainer, ckpt, stored)
         print(f"rank {rank} resumed at step {step}", flush=True)
     shard = ray.train.get_dataset_shard("train")
     per_worker = cfg.optim.batch_size // world
@@ -244,7 +182,7 @@ def train_loop_per_worker(config: dict) -> None:
                     t_last, n_last, waited, losses = now, 0, 0.0, []
                     if progress is not None:
                         progress(step, m)
-                    _report(m, task, trainer, step, config["model"], due_ckpt or step == total)
+                    report(m, task, trainer, step, config["model"], due_ckpt or step == total)
                 elif progress is not None:
                     progress.tick(step, m)
                 if step >= total:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipelines import storage
+from pipelines.ray_leftovers import released
 from pipelines.train import TrainJobConfig, build_trainer, finish_run
 from pipelines.train_progress import send_pending_metrics
 from pipelines.tune_mlflow import close_children, register_best, sweep_run, trial_closer
@@ -329,9 +330,9 @@ def run_tune(job: TuneJobConfig, opts: storage.StorageOptions | None = None) -> 
     storage.check_writable(job.storage, opts)
     check_weights_on_driver(job, opts)
     parent = sweep_run(job)
-    with storage.keys_in_a_file():  # Ray Tune would copy the keys into every trial's runtime env
+    with storage.keys_in_a_file(), released():  # Tune would copy the keys into every trial's runtime env
         tuner, resumed = build_tuner(job, opts, parent)  # its filesystem reads the keys from that file
-        results = tuner.fit()
+        results = tuner.fit()  # `released`: no placement group or actor of a stopped trial outlives it
     rows = trial_rows(results.experiment_path, job, opts, results)
     out: dict[str, Any] = {"name": job.name, "resumed": resumed, "trials": rows, "parent_run_id": parent,
                            "experiment_path": results.experiment_path, "best": None, "registered_version": None,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from pipelines import storage
-from pipelines.train import latest_checkpoint, log_final_model
+from pipelines.checkpoints import latest_checkpoint
+from pipelines.train import log_final_model
 
 
 def sweep_run(job) -> str | None:

@@ -252,3 +252,93 @@ def test_keys_in_a_file_hide_them_from_the_environment_but_not_from_s3_clients(m
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "s3cr3t-not-in-any-env-0123456789"
     assert os.environ["AWS_PROFILE"] == "elsewhere" and "AWS_SHARED_CREDENTIALS_FILE" not in os.environ
     assert not os.path.exists(path)
+
+
+# -- a store that goes away ------------------------------------------------------------------------------------
+
+
+def test_transient_errors_are_told_from_lasting_ones():
+    from botocore.exceptions import EndpointConnectionError
+
+    wrapped = OSError("read failed")
+    wrapped.__cause__ = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    assert storage.is_transient(wrapped) and storage.is_transient(ConnectionRefusedError(111, "refused"))
+    assert storage.is_transient(OSError("An error occurred (SlowDown) when calling the PutObject operation"))
+    for lasting in (FileNotFoundError("s3://b/x"), PermissionError("denied"), StorageError("no bucket"),
+                    ValueError("bad header")):
+        assert not storage.is_transient(lasting), lasting
+
+
+def test_a_store_that_stays_away_gives_one_line_after_the_budget(opts, secret, monkeypatch):
+    monkeypatch.setenv(storage.RETRY_ENV, "2")
+    closed = StorageOptions.from_env(**{**vars(opts), "endpoint_url": f"http://127.0.0.1:{_closed_port()}"})
+    uri = f"s3://{BUCKET}/shards/sa_000000.tar"
+    for call in (lambda: storage.read_bytes(uri, closed), lambda: storage.write_bytes(uri, b"x", closed),
+                 lambda: storage.list_files(uri, (), closed)):
+        with pytest.raises(StorageError) as err:
+            call()
+        msg = str(err.value)
+        assert "\n" not in msg and secret not in msg
+        assert msg.startswith(f"the object store at {closed.endpoint_url} did not answer for ")
+        assert uri in msg and "pixelclip stack up" in msg and storage.RETRY_ENV in msg
+    monkeypatch.setenv(storage.RETRY_ENV, "soon")
+    with pytest.raises(StorageError, match=f"{storage.RETRY_ENV}='soon' is not a number"):
+        storage.read_bytes(uri, closed)
+
+
+def test_reads_and_uploads_wait_for_a_store_that_comes_back(tmp_path, monkeypatch):
+    """SeaweedFS stopped, then started again on its ports while a download and an upload wait."""
+    import threading
+    import time
+
+    monkeypatch.setenv(storage.RETRY_ENV, "90")
+    with running_store(tmp_path / "store", BUCKET) as server:
+        o = server.storage_options()
+        storage.write_bytes(f"s3://{BUCKET}/a.bin", b"before", o)
+        endpoint = server.endpoint
+        server.stop()
+        restarted = {}
+
+        def later():
+            time.sleep(3)
+            restarted["server"] = SeaweedFS(server.data_dir).start()
+
+        t = threading.Thread(target=later)
+        t.start()
+        try:
+            (tmp_path / "up.bin").write_bytes(b"during")
+            storage.upload(tmp_path / "up.bin", f"s3://{BUCKET}/b.bin", o)  # waits for the restart
+            assert storage.read_bytes(f"s3://{BUCKET}/a.bin", o) == b"before"
+            assert storage.read_bytes(f"s3://{BUCKET}/b.bin", o) == b"during"
+        finally:
+            t.join()
+        assert restarted["server"].endpoint == endpoint  # back on the same port
+        restarted["server"].stop()
+
+
+def test_a_store_lost_mid_shard_fails_the_shard_instead_of_skipping_it(opts, monkeypatch):
+    from botocore.exceptions import EndpointConnectionError
+
+    from pipelines import prepare
+
+    class Gone:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, *a):
+            raise OSError("read failed") from EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    monkeypatch.setattr(storage, "open_input", lambda uri, o=None: Gone())
+    with pytest.raises(StorageError, match=r"went away while reading s3://b/sa_1\.tar"):
+        list(prepare.iter_tar_pairs("s3://b/sa_1.tar", opts))
+
+
+def test_arrow_filesystems_retry_and_still_pickle(opts):
+    import pickle
+
+    fs, _ = storage.arrow_fs(f"s3://{BUCKET}/x", storage.for_ray(None), with_keys=False)
+    again = pickle.loads(pickle.dumps(fs))  # Ray ships it to the workers that upload checkpoints
+    assert type(again).__name__ == "S3FileSystem"

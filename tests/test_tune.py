@@ -13,6 +13,7 @@ import time
 import pytest
 
 import pixelclip
+from pipelines.ray_leftovers import live_actors, live_groups
 from pipelines.storage import StorageError
 from pipelines.train import uninformed_loss
 from pipelines.tune import TuneJobConfig, best_trial, param_space, parse_search, run_tune
@@ -135,6 +136,8 @@ def test_sweep_interrupted_resumes_and_registers_best(store, ray_local, ready, m
     assert proc.wait(timeout=180) is not None
     text = log.read_text()
     assert "interrupted with" in text and "unfinished" in text, f"the sweep was not interrupted:\n{text[-3000:]}"
+    # nothing of the interrupted sweep holds the cluster: no placement group, no trial/Train/Data actor
+    assert live_groups() == set() and live_actors() == {}, (live_groups(), live_actors())
 
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # keys given in code only: no trial could find them
     with pytest.raises(StorageError, match="not in this process's environment"):
@@ -148,6 +151,7 @@ def test_sweep_interrupted_resumes_and_registers_best(store, ray_local, ready, m
                         max_concurrent=1)
     out = run_tune(job, store)
     assert out["resumed"] is True
+    assert live_groups() == set() and live_actors() == {}, (live_groups(), live_actors())  # ASHA's stop included
     rows = out["trials"]
     assert len(rows) == 2 and all(r["error"] is None for r in rows)
     assert {r["config"]["prompts.num_clusters"] for r in rows} == {4, 8}
