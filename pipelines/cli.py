@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
 _PASSTHROUGH = {
     "stack": ("pipelines.stack", "the local stack: object store, MLflow and a Ray head on 127.0.0.1 (up|down|status)"),
     "tracking": ("pipelines.tracking", "start, stop or report the local MLflow server"),
-    "registry": ("pipelines.registry", "list models, move aliases, segment with models:/name@alias"),
+    "registry": ("pipelines.registry_cli", "list models, move aliases, segment with models:/name@alias"),
     "synth-sa1b": ("pipelines.synth_sa1b", "write synthetic SA-1B shards"),
     "synth-scenes": ("pipelines.synth_scenes", "write SynthScenes: SA-1B tars with captions, a labelled split"),
     "synth-bench": ("pipelines.synth_bench", "the SynthScenes benchmark: PixelCLIP vs its ablations, report"),
@@ -355,9 +355,26 @@ def _dispatch(args) -> None:
     handlers[args.command](args)
 
 
+_OURS = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "pixelclip"))
+
+
+def _raised_here(e: BaseException) -> bool:
+    """Whether the innermost frame of `e`'s traceback is in this project's code (pipelines/, pixelclip/)."""
+    tb = e.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_OURS)
+
+
 def _is_user_error(e: Exception) -> bool:
-    """Errors that say what to fix (bad values, missing files, unreachable services): a message, no traceback."""
-    return isinstance(e, ValueError | FileNotFoundError | RuntimeError) or type(e).__module__.startswith("mlflow")
+    """Errors that say what to fix (bad values, missing files, unreachable services): a message, no
+    traceback. A RuntimeError counts only when this project raised it (its messages say what to fix);
+    one from inside a library is a bug to see whole."""
+    if isinstance(e, ValueError | FileNotFoundError) or type(e).__module__.startswith("mlflow"):
+        return True
+    return isinstance(e, RuntimeError) and _raised_here(e)
 
 
 def _store(args) -> None:

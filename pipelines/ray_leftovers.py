@@ -24,13 +24,21 @@ STOP_GRACE_S = 30  # how long a stopped trial may take to end before Tune kills 
 LIVE_GROUP_STATES = ("PENDING", "PREPARED", "CREATED", "RESCHEDULING")
 
 
+def _address() -> str | None:
+    """The cluster this process is connected to: the state API would otherwise look for one on the
+    machine and fail when it finds two."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+
+
 def live_groups(job_id: str | None = None) -> set[str]:
     """Ids of the placement groups not removed (of one job, or all)."""
     from ray.util.state import list_placement_groups
 
     filters = [("creator_job_id", "=", job_id)] if job_id else None
-    return {g.placement_group_id for g in list_placement_groups(filters=filters, limit=10_000, timeout=30)
-            if g.state in LIVE_GROUP_STATES}
+    groups = list_placement_groups(address=_address(), filters=filters, limit=10_000, timeout=30)
+    return {g.placement_group_id for g in groups if g.state in LIVE_GROUP_STATES}
 
 
 def live_actors(job_id: str | None = None) -> dict[str, str]:
@@ -38,8 +46,8 @@ def live_actors(job_id: str | None = None) -> dict[str, str]:
     from ray.util.state import list_actors
 
     filters = [("state", "=", "ALIVE")] + ([("job_id", "=", job_id)] if job_id else [])
-    return {a.actor_id: a.class_name for a in list_actors(filters=filters, limit=10_000, timeout=30)
-            if a.class_name in TRIAL_CLASSES}
+    actors = list_actors(address=_address(), filters=filters, limit=10_000, timeout=30)
+    return {a.actor_id: a.class_name for a in actors if a.class_name in TRIAL_CLASSES}
 
 
 def _remove_group(group_id: str) -> None:

@@ -1,9 +1,9 @@
 """PixelCLIP in the MLflow model registry: a pyfunc model, logging, aliases, loading by URI.
 
-    python -m pipelines.registry list [--json]
-    python -m pipelines.registry alias pixelclip champion 3          # point an alias at a version
-    python -m pipelines.registry unalias pixelclip champion
-    python -m pipelines.registry segment models:/pixelclip@champion photo.jpg --classes "cat, sky" -o out.png
+    pixelclip registry list [--json]
+    pixelclip registry alias pixelclip champion 3          # point an alias at a version
+    pixelclip registry unalias pixelclip champion
+    pixelclip registry segment models:/pixelclip@champion photo.jpg --classes "cat, sky" -o out.png
 
 The CLI reads MLFLOW_TRACKING_URI (`pixelclip tracking start` prints it) and fails fast when it is unset or no
 MLflow server answers there.
@@ -40,7 +40,6 @@ import base64
 import importlib.metadata
 import io
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -369,14 +368,3 @@ def segment_uri(model_uri: str, image_path: str | os.PathLike, classes: str | Se
     """Label map int64 [H, W] of one image (path or s3:// URI) with the model at `model_uri`."""
     names = parse_classes(classes)
     return load(model_uri, device=device).segment(read_image(image_path), names)[0].cpu().numpy()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The registry CLI (`pipelines.registry_cli`): list, alias, unalias, segment."""
-    from pipelines.registry_cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

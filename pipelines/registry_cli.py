@@ -1,4 +1,4 @@
-"""The registry CLI: `pixelclip registry ...` / `python -m pipelines.registry ...`.
+"""The registry CLI: `pixelclip registry ...` / `python -m pipelines.registry_cli ...`.
 
     list [--json]                                      models, versions, aliases, their runs' metrics
     alias NAME ALIAS VERSION | unalias NAME ALIAS      set, move or remove an alias
@@ -63,7 +63,7 @@ def _segment_command(args) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.registry", description=__doc__,
+    p = argparse.ArgumentParser(prog="pixelclip registry", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="registered models, versions, aliases and their runs' metrics")

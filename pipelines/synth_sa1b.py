@@ -80,7 +80,7 @@ def sa1b_json(image_id: int, h: int, w: int, masks: list[np.ndarray], rng: np.ra
             "annotations": anns}
 
 
-def _jpeg(rgb: np.ndarray) -> bytes:
+def encode_jpeg(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
@@ -122,7 +122,7 @@ def samples(shard: int, n: int, h: int, w: int, n_masks: int, seed: int,
         image_id = shard * 1_000_000 + i + 1
         rgb, masks = synth_image(rng, h, w, n_masks)
         doc = sa1b_json(image_id, h, w, masks, rng)
-        jpg = _jpeg(rgb)
+        jpg = encode_jpeg(rgb)
         if i in bad:
             jpg, js = _corrupt(bad[i], jpg, doc)
         else:
@@ -130,7 +130,7 @@ def samples(shard: int, n: int, h: int, w: int, n_masks: int, seed: int,
         yield f"sa_{image_id}", jpg, js
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), 1_700_000_000, 0o644
     tar.addfile(info, io.BytesIO(data))
@@ -156,8 +156,8 @@ def write_shards(out_uri: str, shards: int = 2, images: int = 8, size: tuple[int
             with tarfile.open(fileobj=out, mode="w|") as tar:
                 for stem, jpg, js in samples(s, images, *size, masks, seed, corrupt):
                     if jpg is not None:
-                        _add(tar, f"{stem}.jpg", jpg)
-                    _add(tar, f"{stem}.json", js)
+                        add_member(tar, f"{stem}.jpg", jpg)
+                    add_member(tar, f"{stem}.json", js)
             if cut:
                 data = out.getvalue()
                 f.write(data[: int(len(data) * 0.6)])

@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from pipelines import storage
-from pipelines.synth_sa1b import _add, _jpeg, sa1b_json
+from pipelines.synth_sa1b import add_member, encode_jpeg, sa1b_json
 from pixelclip.synth import CLASS_NAMES, MASK_MODES, SceneConfig, scene_at, scene_masks, scene_rng
 
 EVAL_PREFIX = "ADEChallengeData2016"
@@ -66,7 +66,7 @@ def train_samples(shard: int, images: int, masks: str, cfg: SceneConfig, seed: i
         stem = f"sa_{image_id}"
         record = {"image_id": stem, "shard": f"sa_{shard:06d}.tar", "caption": scene.caption,
                   "classes": scene.class_names}
-        yield stem, _jpeg(scene.image), json.dumps(doc).encode(), record
+        yield stem, encode_jpeg(scene.image), json.dumps(doc).encode(), record
 
 
 def write_train_shards(out_uri: str, shards: int, images: int, masks: str = "instances",
@@ -85,8 +85,8 @@ def write_train_shards(out_uri: str, shards: int, images: int, masks: str = "ins
     for s in range(shards):
         with fs.open(f"{root.rstrip('/')}/sa_{s:06d}.tar", "wb") as f, tarfile.open(fileobj=f, mode="w|") as tar:
             for stem, jpg, js, record in train_samples(s, images, masks, cfg, seed):
-                _add(tar, f"{stem}.jpg", jpg)
-                _add(tar, f"{stem}.json", js)
+                add_member(tar, f"{stem}.jpg", jpg)
+                add_member(tar, f"{stem}.json", js)
                 captions.append(json.dumps(record))
         uris.append(storage.join(out_uri, f"sa_{s:06d}.tar"))
     storage.write_bytes(storage.join(out_uri, "captions.jsonl"), "".join(c + "\n" for c in captions).encode(), opts)

@@ -149,20 +149,20 @@ def parse_search(items: list[str]) -> dict:
 
 def _with(model: dict, key: str, value: Any) -> dict:
     """`model` with the dotted field `key` set to `value`."""
-    from pixelclip.config import _merge
+    from pixelclip.typed import merge_dicts
 
     nested: dict = {key.split(".")[-1]: value}
     for part in reversed(key.split(".")[:-1]):
         nested = {part: nested}
-    return _merge(model, nested)
+    return merge_dicts(model, nested)
 
 
 def _variant_model(model: dict, items: list[str]) -> dict:
     """`model` with a variant's `section.field=value` overrides."""
-    from pixelclip.config import _merge, parse_override
+    from pixelclip.typed import merge_dicts, parse_override
 
     for item in items:
-        model = _merge(model, parse_override(item))
+        model = merge_dicts(model, parse_override(item))
     return model
 
 

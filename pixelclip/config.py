@@ -11,22 +11,13 @@ paper is silent or differs, the authors' released code (noted next to the field)
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or out of range; the message names the field."""
-
-
-def _check(cond: bool, name: str, msg: str, value: Any) -> None:
-    if not cond:
-        raise ConfigError(f"{name} {msg}, got {value!r}")
+from pixelclip.typed import ConfigError, build, check, merge_dicts, parse_override
 
 
 @dataclass
@@ -45,8 +36,8 @@ class BackboneConfig:
     trainable: list[str] = field(default_factory=list)
 
     def validate(self, p: str) -> None:
-        _check(bool(self.name), f"{p}.name", "must be a non-empty open_clip model name", self.name)
-        _check(self.image_size >= 16, f"{p}.image_size", "must be >= 16", self.image_size)
+        check(bool(self.name), f"{p}.name", "must be a non-empty open_clip model name", self.name)
+        check(self.image_size >= 16, f"{p}.image_size", "must be >= 16", self.image_size)
 
 
 @dataclass
@@ -60,11 +51,11 @@ class PromptConfig:
     init_words: list[str] = field(default_factory=list)
 
     def validate(self, p: str) -> None:
-        _check(self.num_clusters >= 2, f"{p}.num_clusters", "must be >= 2", self.num_clusters)
-        _check(all(w.strip() for w in self.init_words), f"{p}.init_words", "must hold non-empty words",
+        check(self.num_clusters >= 2, f"{p}.num_clusters", "must be >= 2", self.num_clusters)
+        check(all(w.strip() for w in self.init_words), f"{p}.init_words", "must hold non-empty words",
                self.init_words)
-        _check(self.length >= 1, f"{p}.length", "must be >= 1", self.length)
-        _check(self.template.count("{}") == 1, f"{p}.template", "must contain exactly one '{}'",
+        check(self.length >= 1, f"{p}.length", "must be >= 1", self.length)
+        check(self.template.count("{}") == 1, f"{p}.template", "must contain exactly one '{}'",
                self.template)
 
 
@@ -91,16 +82,16 @@ class ClusterConfig:
     sinkhorn_start: str = "softmax"
 
     def validate(self, p: str) -> None:
-        _check(self.epsilon > 0, f"{p}.epsilon", "must be > 0", self.epsilon)
-        _check(self.sinkhorn_iters >= 1, f"{p}.sinkhorn_iters", "must be >= 1", self.sinkhorn_iters)
-        _check(self.sinkhorn_start in ("softmax", "exp"), f"{p}.sinkhorn_start", "must be softmax or exp",
+        check(self.epsilon > 0, f"{p}.epsilon", "must be > 0", self.epsilon)
+        check(self.sinkhorn_iters >= 1, f"{p}.sinkhorn_iters", "must be >= 1", self.sinkhorn_iters)
+        check(self.sinkhorn_start in ("softmax", "exp"), f"{p}.sinkhorn_start", "must be softmax or exp",
                self.sinkhorn_start)
-        _check(self.mode in CLUSTER_MODES, f"{p}.mode", f"must be one of {', '.join(CLUSTER_MODES)}", self.mode)
+        check(self.mode in CLUSTER_MODES, f"{p}.mode", f"must be one of {', '.join(CLUSTER_MODES)}", self.mode)
         if self.mode == "names":
-            _check(len(self.class_names) >= 2 and all(n.strip() for n in self.class_names), f"{p}.class_names",
+            check(len(self.class_names) >= 2 and all(n.strip() for n in self.class_names), f"{p}.class_names",
                    "must hold at least 2 non-empty names when cluster.mode is 'names'", self.class_names)
         else:
-            _check(not self.class_names, f"{p}.class_names", "is only used with cluster.mode 'names'",
+            check(not self.class_names, f"{p}.class_names", "is only used with cluster.mode 'names'",
                    self.class_names)
 
 
@@ -113,8 +104,8 @@ class MomentumConfig:
     teacher_mode: str = "train"
 
     def validate(self, p: str) -> None:
-        _check(0.0 <= self.gamma <= 1.0, f"{p}.gamma", "must be in [0, 1]", self.gamma)
-        _check(self.teacher_mode in ("train", "eval"), f"{p}.teacher_mode", "must be train or eval",
+        check(0.0 <= self.gamma <= 1.0, f"{p}.gamma", "must be in [0, 1]", self.gamma)
+        check(self.teacher_mode in ("train", "eval"), f"{p}.teacher_mode", "must be train or eval",
                self.teacher_mode)
 
 
@@ -128,12 +119,12 @@ class DecoderConfig:
 
     def validate(self, p: str) -> None:
         for n in ("hidden", "mid"):
-            _check(getattr(self, n) >= 1, f"{p}.{n}", "must be >= 1", getattr(self, n))
-        _check(self.groups >= 0, f"{p}.groups", "must be >= 0 (0: 16 channels a group)", self.groups)
+            check(getattr(self, n) >= 1, f"{p}.{n}", "must be >= 1", getattr(self, n))
+        check(self.groups >= 0, f"{p}.groups", "must be >= 0 (0: 16 channels a group)", self.groups)
         size = 16 if self.groups == 0 else None
         ok = (self.hidden % 16 == 0 and self.mid % 16 == 0) if size else \
             (self.hidden % self.groups == 0 and self.mid % self.groups == 0)
-        _check(ok, f"{p}.groups", "must divide decoder.hidden and decoder.mid (groups 0: both multiples of 16)",
+        check(ok, f"{p}.groups", "must divide decoder.hidden and decoder.mid (groups 0: both multiples of 16)",
                self.groups)
 
     def block_groups(self) -> tuple[int, int]:
@@ -158,18 +149,18 @@ class DataConfig:
     cutout_scale: list[float] = field(default_factory=lambda: [0.1, 0.5])  # box side / image side
 
     def validate(self, p: str) -> None:
-        _check(self.mask_size >= 8, f"{p}.mask_size", "must be >= 8", self.mask_size)
-        _check(self.crop >= 8, f"{p}.crop", "must be >= 8", self.crop)
-        _check(self.resize_short >= self.crop, f"{p}.resize_short", "must be >= data.crop",
+        check(self.mask_size >= 8, f"{p}.mask_size", "must be >= 8", self.mask_size)
+        check(self.crop >= 8, f"{p}.crop", "must be >= 8", self.crop)
+        check(self.resize_short >= self.crop, f"{p}.resize_short", "must be >= data.crop",
                self.resize_short)
         for n in ("flip_p", "jitter_p", "gray_p", "blur_p", "cutout_p"):
-            _check(0.0 <= getattr(self, n) <= 1.0, f"{p}.{n}", "must be in [0, 1]", getattr(self, n))
-        _check(len(self.jitter) == 4 and all(v >= 0 for v in self.jitter), f"{p}.jitter",
+            check(0.0 <= getattr(self, n) <= 1.0, f"{p}.{n}", "must be in [0, 1]", getattr(self, n))
+        check(len(self.jitter) == 4 and all(v >= 0 for v in self.jitter), f"{p}.jitter",
                "must be 4 non-negative numbers (brightness, contrast, saturation, hue)", self.jitter)
-        _check(len(self.blur_sigma) == 2 and 0 < self.blur_sigma[0] <= self.blur_sigma[1],
+        check(len(self.blur_sigma) == 2 and 0 < self.blur_sigma[0] <= self.blur_sigma[1],
                f"{p}.blur_sigma", "must be [low, high] with 0 < low <= high", self.blur_sigma)
         lo_hi = self.cutout_scale
-        _check(len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] <= 1, f"{p}.cutout_scale",
+        check(len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] <= 1, f"{p}.cutout_scale",
                "must be [low, high] with 0 < low <= high <= 1", lo_hi)
 
 
@@ -190,16 +181,16 @@ class OptimConfig:
 
     def validate(self, p: str) -> None:
         for n in ("lr_decoder", "lr_clip", "lr_prompts"):
-            _check(getattr(self, n) > 0, f"{p}.{n}", "must be > 0", getattr(self, n))
-        _check(self.weight_decay >= 0, f"{p}.weight_decay", "must be >= 0", self.weight_decay)
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
+            check(getattr(self, n) > 0, f"{p}.{n}", "must be > 0", getattr(self, n))
+        check(self.weight_decay >= 0, f"{p}.weight_decay", "must be >= 0", self.weight_decay)
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
                "must be two numbers in [0, 1)", self.betas)
-        _check(self.grad_clip >= 0, f"{p}.grad_clip", "must be >= 0", self.grad_clip)
-        _check(self.steps >= 1, f"{p}.steps", "must be >= 1", self.steps)
-        _check(self.batch_size >= 1, f"{p}.batch_size", "must be >= 1", self.batch_size)
-        _check(0 <= self.final_lr_ratio <= 1, f"{p}.final_lr_ratio", "must be in [0, 1]",
+        check(self.grad_clip >= 0, f"{p}.grad_clip", "must be >= 0", self.grad_clip)
+        check(self.steps >= 1, f"{p}.steps", "must be >= 1", self.steps)
+        check(self.batch_size >= 1, f"{p}.batch_size", "must be >= 1", self.batch_size)
+        check(0 <= self.final_lr_ratio <= 1, f"{p}.final_lr_ratio", "must be in [0, 1]",
                self.final_lr_ratio)
-        _check(0 <= self.warmup_steps < self.steps, f"{p}.warmup_steps", "must be in [0, optim.steps)",
+        check(0 <= self.warmup_steps < self.steps, f"{p}.warmup_steps", "must be in [0, optim.steps)",
                self.warmup_steps)
 
 
@@ -294,93 +285,9 @@ PRESETS = {
 }
 
 
-# ----------------------------------------------------------------------------------------------
-# Building dataclasses from plain dicts, with type checks that name the field.
-
-def _coerce(value: Any, tp: Any, name: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], name)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{name} must be a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{name}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a mapping, got {value!r}")
-        return _build(tp, value, name)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "2e-4" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{name} must be a string, got {value!r}")
-    raise ConfigError(f"{name}: unsupported type {tp!r}")  # pragma: no cover
-
-
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown field {where}{unknown[0]} (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else key
-        kwargs[key] = _coerce(value, hints[key], name)
-    return cls(**kwargs)
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def parse_override(item: str) -> dict:
-    """`"optim.lr_clip=1e-5"` -> `{"optim": {"lr_clip": 1e-5}}`; the value is parsed as YAML."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like section.field=value")
-    key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"override {item!r} has an empty field name")
-    out: dict = {parts[-1]: value}
-    for p in reversed(parts[:-1]):
-        out = {p: out}
-    return out
-
-
 def config_from_dict(data: dict) -> Config:
-    return _build(Config, data).validate()
+    """A validated `Config` from a (possibly partial) nested dict."""
+    return build(Config, data).validate()
 
 
 def load_config(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> Config:
@@ -402,7 +309,7 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
             preset = data.pop("preset")
             if preset not in PRESETS:
                 raise ConfigError(f"preset {preset!r} in {path} is not one of {', '.join(PRESETS)}")
-            data = _merge(PRESETS[preset](), data)
+            data = merge_dicts(PRESETS[preset](), data)
     for item in overrides or []:
-        data = _merge(data, parse_override(item))
+        data = merge_dicts(data, parse_override(item))
     return config_from_dict(data)

@@ -122,3 +122,5 @@ def test_dockerignore_keeps_the_context_to_what_the_image_copies():
     for path in (".stack/seaweedfs/env.sh", ".venv/bin/python", ".git/config", "out/demo/x.png",
                  "pipelines/__pycache__/cli.cpython-311.pyc", "run/checkpoint.safetensors"):
         assert _docker_ignored(path, patterns), f"{path} would be in the build context"
+    for path in ("pixelclip/assets/pixelclip-synth-vit.safetensors", "pixelclip/assets/pixelclip-synth-vit.train.json"):
+        assert not _docker_ignored(path, patterns), f"{path} (the synth preset's weights) would miss the image"

@@ -84,12 +84,12 @@ def test_stage_turns_crops_into_packed_masks():
     """The Ray Data actor's body on a numpy batch (as Ray Data hands it): crop column in, masks out."""
     from pipelines.online_masks import DinoCropStage
     from pipelines.reader import collate, decode_row
-    from pipelines.synth_sa1b import _jpeg
+    from pipelines.synth_sa1b import encode_jpeg
 
     cfg = pixelclip.load_config("tiny")
     aug = ViewAugment(cfg.data, cfg.backbone.image_size, crop_view=True)
     rng = np.random.default_rng(0)
-    rows = [decode_row({"image_id": f"x{i}", "image": _jpeg(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)),
+    rows = [decode_row({"image_id": f"x{i}", "image": encode_jpeg(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)),
                         "height": 70, "width": 90, "masks": [b"not read"]}, aug, seed=0) for i in range(3)]
     assert all(r["num_masks"] == 0 and r["crop"].shape == (3, 64, 64) for r in rows)
     batch = {k: np.array([r[k] for r in rows], dtype=object) if k == "masks" else np.stack([r[k] for r in rows])

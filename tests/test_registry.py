@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import pixelclip
-from pipelines import registry
+from pipelines import registry, registry_cli
 from pipelines.tracking import MLflowServer
 from pixelclip.infer import Segmenter
 from pixelclip.io import read_metadata, save_checkpoint
@@ -226,21 +226,21 @@ def test_cli_and_segment_uri(mlflow, server, trained, logged, images, tmp_path, 
     labels = registry.segment_uri(f"models:/{MODEL}/1", tmp_path / "photo.png", "cat, grass, sky", device="cpu")
     assert np.array_equal(labels, Segmenter.from_pixelclip(trained[0]).segment(arrays[0], CLASSES)[0].numpy())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.tracking_uri)
-    assert registry.main(["list"]) == 0
+    assert registry_cli.main(["list"]) == 0
     assert f"{MODEL}  (" in (out := capsys.readouterr().out) and "@champion -> v1" in out
-    assert registry.main(["alias", MODEL, "staging", "1"]) == 0
-    assert registry.main(["unalias", MODEL, "staging"]) == 0
-    assert registry.main(["segment", f"models:/{MODEL}@champion", str(tmp_path / "photo.png"), "--classes",
+    assert registry_cli.main(["alias", MODEL, "staging", "1"]) == 0
+    assert registry_cli.main(["unalias", MODEL, "staging"]) == 0
+    assert registry_cli.main(["segment", f"models:/{MODEL}@champion", str(tmp_path / "photo.png"), "--classes",
                           "cat, grass, sky", "-o", str(tmp_path / "out.png"), "--device", "cpu"]) == 0
     assert "wrote" in capsys.readouterr().out
     with Image.open(tmp_path / "out.png") as im:
         assert im.width == 70 and im.height >= 50
 
-    assert registry.main(["alias", MODEL, "champion", "9"]) == 2
+    assert registry_cli.main(["alias", MODEL, "champion", "9"]) == 2
     assert "error:" in capsys.readouterr().err
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert registry.main(["list"]) == 2
+    assert registry_cli.main(["list"]) == 2
     assert "MLFLOW_TRACKING_URI is not set" in capsys.readouterr().err
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
-    assert registry.main(["list"]) == 2
+    assert registry_cli.main(["list"]) == 2
     assert "cannot reach the MLflow server" in capsys.readouterr().err

@@ -168,11 +168,11 @@ def test_resize_equals_nearest_sampling(size, new_size):
     strings = [coco(m)["counts"] for m in masks]
     expected = [mask_utils.decode(coco(m)).astype(bool)[rows][:, cols] for m in masks]
     for s, exp in zip(strings, expected, strict=True):
-        counts = rle.resize_counts(rle.decode_counts(s), size, new_size)
+        counts = rle_resize.resize_counts(rle.decode_counts(s), size, new_size)
         assert counts.tolist() == reference_counts(exp)
         assert np.array_equal(rle.counts_to_mask(counts, h2, w2), exp)
-        assert np.array_equal(rle.decode_resized(s, size, new_size), exp)
-    many = rle.decode_resized_many(strings, size, new_size)
+        assert np.array_equal(rle_resize.decode_resized(s, size, new_size), exp)
+    many = rle_resize.decode_resized_many(strings, size, new_size)
     assert many.shape == (len(masks), h2, w2) and many.dtype == bool and many.flags.c_contiguous
     assert np.array_equal(many, np.stack(expected))
 
@@ -183,10 +183,10 @@ def test_decode_resized_many_mixed_inputs():
     masks = [blob_mask(rng, h, w, 4) for _ in range(5)]
     inputs = [coco(masks[0])["counts"], coco(masks[1])["counts"].decode(), rle.mask_to_counts(masks[2]),
               reference_counts(masks[3]), coco(masks[4])["counts"]]
-    got = rle.decode_resized_many(inputs, (h, w), (h2, w2))
+    got = rle_resize.decode_resized_many(inputs, (h, w), (h2, w2))
     rows, cols = nearest(h, h2), nearest(w, w2)
     assert np.array_equal(got, np.stack([m[rows][:, cols] for m in masks]))
-    assert rle.decode_resized_many([], (h, w), (h2, w2)).shape == (0, h2, w2)
+    assert rle_resize.decode_resized_many([], (h, w), (h2, w2)).shape == (0, h2, w2)
 
 
 def test_fill_strategies_agree(monkeypatch):
@@ -200,9 +200,9 @@ def test_fill_strategies_agree(monkeypatch):
     for h2, w2 in ((60, 85), (41, 300), (250, 57)):
         exp = np.stack([m[nearest(h, h2)][:, nearest(w, w2)] for m in masks])
         monkeypatch.setattr(rle_resize, "_SCATTER_PIXEL_NS", 0.0)  # never worth a box: all pixel by pixel
-        assert np.array_equal(rle.decode_resized_many(strings, (h, w), (h2, w2)), exp)
+        assert np.array_equal(rle_resize.decode_resized_many(strings, (h, w), (h2, w2)), exp)
         monkeypatch.setattr(rle_resize, "_SCATTER_PIXEL_NS", 1e12)  # always a box
-        assert np.array_equal(rle.decode_resized_many(strings, (h, w), (h2, w2)), exp)
+        assert np.array_equal(rle_resize.decode_resized_many(strings, (h, w), (h2, w2)), exp)
 
 
 def test_sa1b_sized_mask():
@@ -213,15 +213,15 @@ def test_sa1b_sized_mask():
     s = coco(mask)["counts"].decode()
     for h2, w2 in ((750, 1125), (256, 384)):
         exp = mask[nearest(h, h2)][:, nearest(w, w2)]
-        assert np.array_equal(rle.decode_resized(s, (h, w), (h2, w2)), exp)
-        assert rle.resize_counts(s, (h, w), (h2, w2)).tolist() == reference_counts(exp)
+        assert np.array_equal(rle_resize.decode_resized(s, (h, w), (h2, w2)), exp)
+        assert rle_resize.resize_counts(s, (h, w), (h2, w2)).tolist() == reference_counts(exp)
 
 
 def test_integer_and_float_sampling_agree():
     # The module samples with exact integer arithmetic; the float formula gives the same indices, and
     # first[r] counts the target indices reading a source index below r.
     for n, n2 in itertools.product((1, 2, 3, 7, 1500, 2250), (1, 5, 256, 384, 750, 1125, 3000)):
-        src, first = rle._sampling(n, n2)
+        src, first = rle_resize._sampling(n, n2)
         assert src.tolist() == nearest(n, n2).tolist()
         r = np.arange(n + 1)
         assert np.array_equal(first, (src[None, :] < r[:, None]).sum(axis=1))
@@ -241,17 +241,17 @@ def test_truncated_value():
     with pytest.raises(ValueError, match="truncated"):
         rle.decode_counts("1P")  # last char has the continuation bit
     with pytest.raises(ValueError, match="truncated RLE string 1"):
-        rle.decode_resized_many(["0", "1P", "2"], (1, 1), (1, 1))
+        rle_resize.decode_resized_many(["0", "1P", "2"], (1, 1), (1, 1))
 
 
 def test_counts_not_summing_to_size():
     with pytest.raises(ValueError, match=r"sum to 3.*2x2 has 4 pixels"):
         rle.counts_to_mask(np.array([1, 2]), 2, 2)
     with pytest.raises(ValueError, match=r"sum to 5.*4 pixels"):
-        rle.resize_counts(np.array([1, 2, 2]), (2, 2), (1, 1))
+        rle_resize.resize_counts(np.array([1, 2, 2]), (2, 2), (1, 1))
     s = coco(np.ones((3, 3), dtype=bool))["counts"]
     with pytest.raises(ValueError, match=r"mask 1 .*sum to 9.*12 pixels"):
-        rle.decode_resized_many([coco(np.ones((3, 4), dtype=bool))["counts"], s], (3, 4), (2, 2))
+        rle_resize.decode_resized_many([coco(np.ones((3, 4), dtype=bool))["counts"], s], (3, 4), (2, 2))
 
 
 def test_negative_counts():
@@ -259,14 +259,14 @@ def test_negative_counts():
         rle.counts_to_mask(np.array([3, -1, 2]), 2, 2)
     neg = rle.encode_counts(np.array([2, 3, -1]))  # a string decoding to a negative count
     with pytest.raises(ValueError, match="negative"):
-        rle.decode_resized(neg, (2, 2), (1, 1))
+        rle_resize.decode_resized(neg, (2, 2), (1, 1))
 
 
 def test_bad_sizes():
     with pytest.raises(ValueError, match="positive"):
-        rle.decode_resized("0", (0, 0), (1, 1))
+        rle_resize.decode_resized("0", (0, 0), (1, 1))
     with pytest.raises(ValueError, match="positive"):
-        rle.resize_counts(np.array([4]), (2, 2), (0, 3))
+        rle_resize.resize_counts(np.array([4]), (2, 2), (0, 3))
 
 
 def test_sample_many_and_rle_masks_match_dense_indexing():
@@ -276,13 +276,13 @@ def test_sample_many_and_rle_masks_match_dense_indexing():
     strings = [rle.encode_counts(rle.mask_to_counts(m)) for m in masks]
     rows = np.sort(rng.integers(0, h, 20))
     cols = np.sort(rng.integers(0, w, 31))
-    got = rle.sample_many(strings, (h, w), rows, cols)
+    got = rle_resize.sample_many(strings, (h, w), rows, cols)
     want = np.stack([m[rows][:, cols] for m in masks])
     assert np.array_equal(got, want)
-    flipped = rle.RLEMasks(strings, (h, w)).sample(rows, cols[::-1])
-    assert np.array_equal(flipped, want[:, :, ::-1]) and rle.RLEMasks(strings, (h, w)).shape == (3, h, w)
+    flipped = rle_resize.RLEMasks(strings, (h, w)).sample(rows, cols[::-1])
+    assert np.array_equal(flipped, want[:, :, ::-1]) and rle_resize.RLEMasks(strings, (h, w)).shape == (3, h, w)
     with pytest.raises(ValueError, match="non-decreasing"):
-        rle.sample_many(strings, (h, w), rows[::-1], cols)
+        rle_resize.sample_many(strings, (h, w), rows[::-1], cols)
 
 
 def test_augment_with_rle_masks_equals_dense_masks():
@@ -299,7 +299,7 @@ def test_augment_with_rle_masks_equals_dense_masks():
     aug = ViewAugment(DataConfig(mask_size=48, resize_short=80, crop=64, flip_p=0.5), image_size=64)
     for seed in range(6):  # flips and crops vary with the seed
         a = aug(image, torch.from_numpy(dense), torch.Generator().manual_seed(seed))
-        b = aug(image, rle.RLEMasks(strings, (h, w)), torch.Generator().manual_seed(seed))
+        b = aug(image, rle_resize.RLEMasks(strings, (h, w)), torch.Generator().manual_seed(seed))
         assert torch.equal(a.masks, b.masks) and torch.equal(a.weak, b.weak)
 
 
@@ -310,12 +310,12 @@ def test_joined_resize_areas_and_encoding_match_the_per_mask_functions():
              _blob_free_rect(h, w, 3, 9, 40, 66)]
     strings = [rle.encode_counts(rle.mask_to_counts(m)) for m in masks]
     for new in ((20, 30), (41, 67), (77, 101)):
-        counts, nvals = rle.resize_joined(strings, (h, w), new)
-        per_mask = [rle.resize_counts(s, (h, w), new) for s in strings]
+        counts, nvals = rle_resize.resize_joined(strings, (h, w), new)
+        per_mask = [rle_resize.resize_counts(s, (h, w), new) for s in strings]
         assert [a.tolist() for a in np.split(counts, np.cumsum(nvals)[:-1])] == [p.tolist() for p in per_mask]
         assert rle.areas(counts, nvals).tolist() == [rle.area(p) for p in per_mask]
         assert rle.encode_many(counts, nvals) == [rle.encode_counts(p).encode() for p in per_mask]
-    assert rle.resize_many([], (h, w), (5, 5)) == []
+    assert rle_resize.resize_many([], (h, w), (5, 5)) == []
 
 
 def _blob_free_rect(h, w, r0, c0, r1, c1):

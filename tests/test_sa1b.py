@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pipelines.synth_sa1b import _jpeg, sa1b_json, synth_image
+from pipelines.synth_sa1b import encode_jpeg, sa1b_json, synth_image
 from pixelclip.data import rle
 from pixelclip.data.sa1b import ConvertOptions, SampleError, convert_sample
 
@@ -21,7 +21,7 @@ def _sample(n_masks: int, tiny: int, h: int = 300, w: int = 400, seed: int = 0):
         y, x = 4 + 6 * (i // 40), 4 + 8 * (i % 40)
         m[y:y + 2, x:x + 2] = True
         masks.append(m)
-    return _jpeg(rgb), json.dumps(sa1b_json(7, h, w, masks, rng)), len(masks)
+    return encode_jpeg(rgb), json.dumps(sa1b_json(7, h, w, masks, rng)), len(masks)
 
 
 def test_every_mask_is_kept_by_default():

@@ -221,3 +221,20 @@ def test_registry_model_without_a_tracking_server_is_a_clear_error(tmp_path, pho
         main(["segment", "photo.jpg", "--classes", "cat", "--model", "models:/pixelclip@champion"])
     assert e.value.code == 2 and "set MLFLOW_TRACKING_URI" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()  # MLflow's silent local default was not used
+
+
+def test_only_the_projects_runtime_errors_are_shown_as_one_line():
+    from pipelines import cli, storage
+
+    try:
+        storage.split_uri("s3://")
+    except RuntimeError as e:  # StorageError, raised by the project: a message that says what to fix
+        assert cli._is_user_error(e)
+    try:
+        import torch
+
+        torch.zeros(2).view(3)  # a RuntimeError from inside a library: the trace is kept
+    except RuntimeError as e:
+        assert not cli._is_user_error(e)
+    else:
+        raise AssertionError("torch accepted a bad view")

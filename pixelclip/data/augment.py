@@ -55,11 +55,8 @@ import numpy as np
 import torch
 
 from pixelclip.config import DataConfig
-
-SSD_BRIGHTNESS = 32.0 / 255.0  # additive brightness delta, as a fraction of the full range
-SSD_RANGE = (0.5, 1.5)  # contrast and saturation factors
-SSD_HUE = 18.0 / 180.0  # hue delta in turns (18 of OpenCV's 0..180 hue scale)
-GRAY = np.array([[0.2989, 0.587, 0.114]], dtype=np.float32)  # [1, 3] torchvision's RGB -> gray weights
+from pixelclip.data import photometric
+from pixelclip.data.photometric import coin, randint, uniform
 
 _opencv_pinned = False  # cv2.setNumThreads(1) done in this process
 
@@ -83,23 +80,6 @@ class Views:
 
 
 # ----------------------------------------------------------------------------------------------
-# Random draws, all from an explicit generator.
-
-def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * torch.rand((), generator=g, device=g.device).item()
-
-
-def _coin(g: torch.Generator, p: float) -> bool:
-    """True with probability p; p == 0 never draws True, p == 1 always does."""
-    return torch.rand((), generator=g, device=g.device).item() < p
-
-
-def _randint(g: torch.Generator, lo: int, hi: int) -> int:
-    """Uniform integer in [lo, hi] (inclusive)."""
-    return int(torch.randint(lo, hi + 1, (), generator=g, device=g.device).item())
-
-
-# ----------------------------------------------------------------------------------------------
 # Validation.
 
 def _check_inputs(image: torch.Tensor, masks: torch.Tensor) -> None:
@@ -108,7 +88,7 @@ def _check_inputs(image: torch.Tensor, masks: torch.Tensor) -> None:
         raise ValueError(f"image must be a [3, H, W] tensor, got shape {shape}")
     if image.dtype != torch.uint8 and not image.dtype.is_floating_point:
         raise ValueError(f"image dtype must be uint8 or floating point, got {image.dtype}")
-    if hasattr(masks, "sample"):  # masks kept as run lengths (e.g. rle.RLEMasks), sampled on demand
+    if hasattr(masks, "sample"):  # masks kept as run lengths (e.g. rle_resize.RLEMasks), sampled on demand
         if tuple(masks.shape[1:]) != tuple(image.shape[1:]):
             raise ValueError(f"masks H, W {tuple(masks.shape[1:])} must match image H, W "
                              f"{tuple(image.shape[1:])}")
@@ -138,9 +118,9 @@ def _sample_geometry(cfg: DataConfig, h: int, w: int, g: torch.Generator) -> _Ge
     hr, wr = max(1, round(h * scale)), max(1, round(w * scale))
     # Crop offset: inside the image when it is large enough, else the image lands at a random
     # offset inside the zero-padded crop (negative offsets).
-    top = _randint(g, min(0, hr - cfg.crop), max(0, hr - cfg.crop))
-    left = _randint(g, min(0, wr - cfg.crop), max(0, wr - cfg.crop))
-    return _Geometry((hr, wr), top, left, _coin(g, cfg.flip_p))
+    top = randint(g, min(0, hr - cfg.crop), max(0, hr - cfg.crop))
+    left = randint(g, min(0, wr - cfg.crop), max(0, wr - cfg.crop))
+    return _Geometry((hr, wr), top, left, coin(g, cfg.flip_p))
 
 
 def _to_hwc(image: torch.Tensor) -> np.ndarray:
@@ -240,116 +220,12 @@ def _geometry_masks(masks, geo: _Geometry, crop: int, size: int) -> torch.Tensor
     return out if bool(valid.all()) else out & valid
 
 
-# ----------------------------------------------------------------------------------------------
-# Photometric operations on [S, S, 3] float32 RGB in [0, 1] (HWC numpy); in place where possible.
-
-def _clip(x: np.ndarray) -> np.ndarray:
-    """Clamp to [0, 1], in place (two OpenCV thresholds: faster than np.clip); use the returned array."""
-    _, x = cv2.threshold(x, 1.0, 1.0, cv2.THRESH_TRUNC, dst=x)
-    _, x = cv2.threshold(x, 0.0, 0.0, cv2.THRESH_TOZERO, dst=x)
-    return x
-
-
-def _hsv_adjust(x: np.ndarray, saturation: float | None, hue: float | None) -> np.ndarray:
-    """New [S, S, 3]: HSV saturation times `saturation` (clipped at 1) and hue shifted by `hue` turns, in one
-    RGB -> HSV -> RGB round trip (OpenCV float HSV: H in degrees [0, 360), S and V in [0, 1])."""
-    f = 1.0 if saturation is None else saturation
-    d = 0.0 if hue is None else (hue % 1.0) * 360.0  # in [0, 360); OpenCV's HSV -> RGB reads H modulo 360
-    hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)  # [S, S, 3]
-    hsv = cv2.transform(hsv, np.array([[1, 0, 0, d], [0, f, 0, 0], [0, 0, 1, 0]], dtype=np.float32))
-    if f > 1.0:  # saturation clipped at 1 (per-channel bound: only S)
-        hsv = cv2.min(hsv, (math.inf, 1.0, math.inf, math.inf), dst=hsv)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-
-
-def _ssd_draw(g: torch.Generator) -> list[tuple]:
-    """The random SSD distortion (detectron2 `ColorAugSSDTransform`, each step with p = 0.5) as a list of
-    operations in the order they apply: ("brightness", delta), ("contrast", factor), ("hsv", saturation
-    or None, hue or None). Drawn once, so that views at two resolutions get the same distortion."""
-    ops: list[tuple] = []
-    if _coin(g, 0.5):
-        ops.append(("brightness", _uniform(g, -SSD_BRIGHTNESS, SSD_BRIGHTNESS)))
-    contrast_first = _coin(g, 0.5)
-    steps = ["contrast", "saturation", "hue"] if contrast_first else ["saturation", "hue", "contrast"]
-    hsv: dict[str, float] = {}  # saturation and hue are adjacent: applied together after the hue step
-    for step in steps:
-        if _coin(g, 0.5):
-            if step == "contrast":
-                ops.append(("contrast", _uniform(g, *SSD_RANGE)))
-            elif step == "saturation":
-                hsv[step] = _uniform(g, *SSD_RANGE)
-            else:
-                hsv[step] = _uniform(g, -SSD_HUE, SSD_HUE)
-        if step == "hue" and hsv:
-            ops.append(("hsv", hsv.get("saturation"), hsv.get("hue")))
-    return ops
-
-
-def _ssd_apply(x: np.ndarray, ops: list[tuple]) -> np.ndarray:
-    """Apply `_ssd_draw`'s operations to x [S, S, 3] (pixel-wise, so any resolution takes the same ones)."""
-    for op in ops:
-        if op[0] == "brightness":
-            x = _clip(np.add(x, op[1], out=x))
-        elif op[0] == "contrast":
-            x = _clip(np.multiply(x, op[1], out=x))
-        else:
-            x = _hsv_adjust(x, op[1], op[2])
-    return x
-
-
-def _brightness(x: np.ndarray, f: float) -> np.ndarray:
-    """torchvision `adjust_brightness`: f x, clamped; in place."""
-    return _clip(np.multiply(x, f, out=x))
-
-
-def _contrast(x: np.ndarray, f: float) -> np.ndarray:
-    """torchvision `adjust_contrast`: blend with the mean of the grayscale image, clamped; in place."""
-    mean = float(GRAY[0] @ np.array(cv2.mean(x)[:3], dtype=np.float32))  # mean of the [S, S] gray image
-    return _clip(np.add(np.multiply(x, f, out=x), (1.0 - f) * mean, out=x))
-
-
-def _saturation(x: np.ndarray, f: float) -> np.ndarray:
-    """torchvision `adjust_saturation`: blend with the grayscale image (one 3x3 colour matrix), clamped."""
-    return _clip(cv2.transform(x, (f * np.eye(3) + (1.0 - f) * GRAY).astype(np.float32)))  # [S, S, 3]
-
-
-def _colour_jitter(x: np.ndarray, strengths: list[float], g: torch.Generator) -> np.ndarray:
-    """torchvision `ColorJitter` semantics: factors in [1 - s, 1 + s], hue in [-h, h], random order."""
-    b, c, s, h = strengths
-    order = torch.randperm(4, generator=g, device=g.device).tolist()
-    for op in order:
-        if op == 0 and b > 0:
-            x = _brightness(x, _uniform(g, max(0.0, 1 - b), 1 + b))
-        elif op == 1 and c > 0:
-            x = _contrast(x, _uniform(g, max(0.0, 1 - c), 1 + c))
-        elif op == 2 and s > 0:
-            x = _saturation(x, _uniform(g, max(0.0, 1 - s), 1 + s))
-        elif op == 3 and h > 0:
-            x = _hsv_adjust(x, None, _uniform(g, -min(h, 0.5), min(h, 0.5)))
-    return _clip(x)
-
-
-def _grayscale(x: np.ndarray) -> np.ndarray:
-    """[S, S, 3] -> [S, S, 3] with 3 identical channels (torchvision's `rgb_to_grayscale` weights)."""
-    return cv2.cvtColor(cv2.transform(x, GRAY), cv2.COLOR_GRAY2RGB)  # [S, S] -> [S, S, 3]
-
-
-def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur, kernel 2 * ceil(3 sigma) + 1 capped to the image side (kept odd); reflect borders
-    (OpenCV's BORDER_REFLECT_101 is torch's 'reflect'), the kernel of torchvision's `gaussian_blur`."""
-    side = min(x.shape[:2])
-    k = min(2 * math.ceil(3 * sigma) + 1, side if side % 2 else side - 1)
-    if k < 3:
-        return x
-    return cv2.GaussianBlur(x, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
-
-
 def _cutout_box(cfg: DataConfig, size: int, g: torch.Generator) -> tuple[int, int, int, int]:
     """(top, left, height, width) of the CutOut box in pixels of the [S, S] view."""
     lo, hi = cfg.cutout_scale
-    bh = min(size, max(1, round(_uniform(g, lo, hi) * size)))
-    bw = min(size, max(1, round(_uniform(g, lo, hi) * size)))
-    return _randint(g, 0, size - bh), _randint(g, 0, size - bw), bh, bw
+    bh = min(size, max(1, round(uniform(g, lo, hi) * size)))
+    bw = min(size, max(1, round(uniform(g, lo, hi) * size)))
+    return randint(g, 0, size - bh), randint(g, 0, size - bw), bh, bw
 
 
 def _box_keep(box: tuple[int, int, int, int], size: int, m: int, device) -> torch.Tensor:
@@ -392,33 +268,33 @@ class ViewAugment:
         x = _geometry_image(src, geo, cfg.crop, size)  # [S, S, 3] float32, a fresh array
         c = _geometry_image(src, geo, cfg.crop, cfg.crop) if self.crop_view else None  # [C, C, 3]
         if image.dtype != torch.uint8:  # float input: clamp to [0, 1] (uint8 / 255 is in range already)
-            x = _clip(x)
-            c = _clip(c) if c is not None else None
+            x = photometric.clip(x)
+            c = photometric.clip(c) if c is not None else None
         out_masks = _geometry_masks(masks, geo, cfg.crop, cfg.mask_size)  # [N, M, M]
-        ssd = _ssd_draw(g) if cfg.ssd_jitter else []
-        weak = _ssd_apply(x, ssd)  # [S, S, 3]
+        ssd = photometric.ssd_draw(g) if cfg.ssd_jitter else []
+        weak = photometric.ssd_apply(x, ssd)  # [S, S, 3]
         strong, keep = self._strong(weak.copy(), g)
-        crop = _to_chw(_ssd_apply(c, ssd), image.device) if c is not None else None
+        crop = _to_chw(photometric.ssd_apply(c, ssd), image.device) if c is not None else None
         return Views(weak=_to_chw(weak, image.device), strong=_to_chw(strong, image.device), masks=out_masks,
                      keep=keep.to(image.device), crop=crop)
 
     def _strong(self, x: np.ndarray, g: torch.Generator) -> tuple[np.ndarray, torch.Tensor]:
         """Student-only photometrics on x [S, S, 3]; returns (strong [S, S, 3], keep [M, M])."""
         cfg, size, m = self.cfg, self.image_size, self.cfg.mask_size
-        if _coin(g, cfg.jitter_p):
-            x = _colour_jitter(x, cfg.jitter, g)
-        if _coin(g, cfg.gray_p):
-            x = _grayscale(x)
-        if _coin(g, cfg.blur_p):
-            sigma = _uniform(g, *cfg.blur_sigma) * size / cfg.crop  # crop pixels -> view pixels
-            x = _blur(x, sigma)
+        if coin(g, cfg.jitter_p):
+            x = photometric.colour_jitter(x, cfg.jitter, g)
+        if coin(g, cfg.gray_p):
+            x = photometric.grayscale(x)
+        if coin(g, cfg.blur_p):
+            sigma = uniform(g, *cfg.blur_sigma) * size / cfg.crop  # crop pixels -> view pixels
+            x = photometric.blur(x, sigma)
         keep = torch.ones(m, m, dtype=torch.bool)  # [M, M]
-        if _coin(g, cfg.cutout_p):
+        if coin(g, cfg.cutout_p):
             box = _cutout_box(cfg, size, g)
             top, left, bh, bw = box
             x[top:top + bh, left:left + bw] = 0.0
             keep = _box_keep(box, size, m, "cpu")
-        return _clip(x), keep
+        return photometric.clip(x), keep
 
 
 def collate(views: list[Views]) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ The format (as pycocotools' ``maskApi.c`` writes it):
   ``0x10`` of its last chunk; the writer uses as few chunks as possible (LEB128-like, 6 bits/char, so
   the valid characters are ``'0'`` (48) to ``'o'`` (111)).
 
-Nearest resizing (``resize_counts``, ``decode_resized*``): target pixel ``(i, j)`` of ``[h2, w2]``
+Nearest resizing (`rle_resize`: ``resize_counts``, ``decode_resized*``): target pixel ``(i, j)`` of ``[h2, w2]``
 reads source pixel ``(rows[i], cols[j])`` with ``rows[i] = floor((i + 0.5) * h / h2)`` (pixel centres;
 computed exactly in integers) and likewise for ``cols``. Each 1-run of the source is cut at the
 sampled source columns it crosses, and the cut row interval ``[a, b)`` becomes the target row interval
@@ -50,7 +50,7 @@ def _as_bytes(s: str | bytes) -> bytes:
     return s.encode("utf-8") if isinstance(s, str) else bytes(s)
 
 
-def _segment_index(lengths: np.ndarray) -> np.ndarray:
+def segment_index(lengths: np.ndarray) -> np.ndarray:
     """[S] segment lengths -> [sum] position of each element inside its segment (0, 1, .., 0, 1, ..)."""
     starts = np.cumsum(lengths) - lengths
     return np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)
@@ -81,7 +81,7 @@ def _chars_to_values(c: np.ndarray, str_ends: np.ndarray) -> tuple[np.ndarray, n
     if nchunks.size and nchunks.max() > _MAX_CHUNKS:
         raise ValueError(f"RLE value of {int(nchunks.max())} characters: more than {_MAX_CHUNKS} (60 bits)")
     # Little-endian 5-bit groups: chunk k of a value contributes (chunk & 0x1f) << 5k.
-    shift = 5 * _segment_index(nchunks)
+    shift = 5 * segment_index(nchunks)
     data = (c & 0x1F).astype(np.int64) << shift
     # Sum each value's chunks as differences of a running sum taken at value ends (exact even if the
     # running sum wraps around int64: the differences are computed modulo 2**64 and are < 2**60).
@@ -96,7 +96,7 @@ def _chars_to_values(c: np.ndarray, str_ends: np.ndarray) -> tuple[np.ndarray, n
 
 def _undelta(x: np.ndarray, nvals: np.ndarray) -> np.ndarray:
     """Undo the delta coding per string: cnt[i] = x[i] + cnt[i-2] for i > 2 ([V] values, [S] lengths)."""
-    li = _segment_index(nvals)  # index of each value inside its string
+    li = segment_index(nvals)  # index of each value inside its string
     counts = x.copy()
     # Two running sums per string: over odd indices (1, 3, 5, ..) and over even indices from 2 (2, 4, ..);
     # index 0 stands alone. Each is a cumulative sum restarted at the string's first element of the stream.
@@ -140,7 +140,7 @@ def encode_counts(counts: np.ndarray) -> str:
     mag = np.where(x < 0, ~x, x)
     nchunks = 1 + np.searchsorted(_CHUNK_BOUNDS, mag, side="right")
     # Chunk k of a value is bits 5k..5k+4 (arithmetic shift keeps the sign), plus 0x20 unless last.
-    k = _segment_index(nchunks)
+    k = segment_index(nchunks)
     chunk = (np.repeat(x, nchunks) >> (5 * k)) & 0x1F
     more = k < np.repeat(nchunks - 1, nchunks)
     chars = (_CHAR_LO + chunk + _MORE * more).astype(np.uint8)
@@ -150,13 +150,13 @@ def encode_counts(counts: np.ndarray) -> str:
 # ----------------------------------------------------------------------------------------------
 # Run lengths <-> dense masks.
 
-def _as_counts(counts: str | bytes | np.ndarray) -> np.ndarray:
+def as_counts(counts: str | bytes | np.ndarray) -> np.ndarray:
     if isinstance(counts, str | bytes | bytearray):
         return decode_counts(counts)
     return np.asarray(counts, dtype=np.int64).ravel()
 
 
-def _check_counts(counts: np.ndarray, nvals: np.ndarray, h: int, w: int) -> None:
+def check_counts(counts: np.ndarray, nvals: np.ndarray, h: int, w: int) -> None:
     """ValueError unless every mask's counts (concatenated [R], per mask [N]) are >= 0 and sum to h * w."""
     if counts.size and counts.min() < 0:
         i = int(np.flatnonzero(counts < 0)[0])
@@ -183,28 +183,28 @@ def counts_to_mask(counts: str | bytes | np.ndarray, h: int, w: int) -> np.ndarr
     """Run lengths [R] (or a compressed string) -> bool mask [h, w] (Fortran-ordered, like pycocotools).
 
     ValueError if sum(counts) != h * w or any count < 0."""
-    c = _as_counts(counts)
-    _check_counts(c, np.array([c.size]), h, w)
+    c = as_counts(counts)
+    check_counts(c, np.array([c.size]), h, w)
     values = (np.arange(c.size) & 1).astype(bool)  # runs alternate 0, 1, 0, ...
     return np.repeat(values, c).reshape(w, h).T  # column-major flat -> [h, w]
 
 
 def area(counts: str | bytes | np.ndarray) -> int:
     """Number of set pixels: the sum of the 1-runs (odd positions)."""
-    return int(_as_counts(counts)[1::2].sum())
+    return int(as_counts(counts)[1::2].sum())
 
 
-def _joined_counts(rles: list[str | bytes | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def joined_counts(rles: list[str | bytes | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """N masks (strings or run lengths) -> (all run lengths concatenated [R], runs per mask [N])."""
     if all(isinstance(r, str | bytes | bytearray) for r in rles):
         return _decode_strings([_as_bytes(r) for r in rles])
-    parts = [_as_counts(r) for r in rles]
+    parts = [as_counts(r) for r in rles]
     return np.concatenate(parts), np.array([p.size for p in parts], dtype=np.int64)
 
 
 def areas(counts: np.ndarray, nvals: np.ndarray) -> np.ndarray:
     """Set pixels per mask [N] of joined run lengths [R] with `nvals` [N] runs each."""
-    odd = (_segment_index(nvals) & 1).astype(bool)
+    odd = (segment_index(nvals) & 1).astype(bool)
     mask_of_run = np.repeat(np.arange(nvals.size), nvals)
     return np.bincount(mask_of_run[odd], weights=counts[odd], minlength=nvals.size).astype(np.int64)
 
@@ -213,30 +213,16 @@ def encode_many(counts: np.ndarray, nvals: np.ndarray) -> list[bytes]:
     """Joined run lengths [R] of N masks (`nvals` [N] runs each) -> N compressed strings (bytes),
     identical to `encode_counts` of each, in one vectorised pass."""
     c = np.asarray(counts, dtype=np.int64)
-    li = _segment_index(nvals)  # index of each run inside its mask
+    li = segment_index(nvals)  # index of each run inside its mask
     x = c.copy()
     d = np.flatnonzero(li >= 3)
     x[d] -= c[d - 2]  # delta coding inside each mask
     mag = np.where(x < 0, ~x, x)
     nchunks = 1 + np.searchsorted(_CHUNK_BOUNDS, mag, side="right")
-    kk = _segment_index(nchunks)
+    kk = segment_index(nchunks)
     chunk = (np.repeat(x, nchunks) >> (5 * kk)) & 0x1F
     more = kk < np.repeat(nchunks - 1, nchunks)
     buf = (_CHAR_LO + chunk + _MORE * more).astype(np.uint8).tobytes()
     chars = np.bincount(np.repeat(np.arange(nvals.size), nvals), weights=nchunks, minlength=nvals.size)
     ends = np.cumsum(chars.astype(np.int64))
     return [buf[a:b] for a, b in zip(np.concatenate([[0], ends[:-1]]).tolist(), ends.tolist(), strict=True)]
-
-
-# Run-space resizing and sampling live in `rle_resize`; these names resolve there on first use, so
-# `rle.<name>` keeps working without a circular import.
-_RESIZE_NAMES = frozenset({"RLEMasks", "_sampling", "decode_resized", "decode_resized_many", "resize_counts",
-                           "resize_joined", "resize_many", "sample_many"})
-
-
-def __getattr__(name: str):
-    if name in _RESIZE_NAMES:
-        from . import rle_resize
-
-        return getattr(rle_resize, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .rle import _as_counts, _check_counts, _joined_counts, _segment_index
+from .rle import as_counts, check_counts, joined_counts, segment_index
 
 # decode_resized_many writes each mask either pixel by pixel or by comparisons over its bounding box,
 # once per "layer" (k-th piece of each column), whichever this cost model (ns, measured on a 2-core
@@ -41,7 +41,7 @@ def _one_runs(counts: np.ndarray, nvals: np.ndarray, hw: int) -> tuple[np.ndarra
     """Concatenated runs [R] of masks with nvals [N] runs each -> the non-empty 1-runs as
     (mask id [K], start [K], end [K]), start/end flat column-major indices inside their mask."""
     ends = np.cumsum(counts)  # flat end of each run, masks laid end to end (each sums to hw)
-    odd = (_segment_index(nvals) & 1).astype(bool)  # odd run index inside its mask = run of 1s
+    odd = (segment_index(nvals) & 1).astype(bool)  # odd run index inside its mask = run of 1s
     idx = np.flatnonzero(odd & (counts > 0))
     end = ends[idx]
     mask_id = (end - 1) // hw  # a non-empty run ends in (m * hw, (m + 1) * hw] for mask m
@@ -68,7 +68,7 @@ def _pieces(mask_id, start, end, h: int, row_sampling, col_sampling) -> tuple[np
     jb = col_first[(end - 1) // h + 1]
     reps = jb - ja  # [K] target columns per run (0 when the run lies in unsampled columns)
     run = np.repeat(np.arange(start.size), reps)  # [P] run of each piece
-    j = np.repeat(ja, reps) + _segment_index(reps)  # [P] target column of each piece
+    j = np.repeat(ja, reps) + segment_index(reps)  # [P] target column of each piece
     # Clip the run to the sampled source column, in rows [a, b); map to target rows via the table.
     top = cols[j] * h  # flat index of that column's row 0
     a = np.maximum(start[run] - top, 0)
@@ -99,9 +99,9 @@ def resize_counts(counts: str | bytes | np.ndarray, size: tuple[int, int],
     (floor((i + 0.5) h / h2), floor((j + 0.5) w / w2)). Cost O(#runs + h + w + h2 + w2); the source
     mask is never rasterised."""
     (h, w), (h2, w2) = size, new_size
-    c = _as_counts(counts)
+    c = as_counts(counts)
     nvals = np.array([c.size])
-    _check_counts(c, nvals, h, w)
+    check_counts(c, nvals, h, w)
     _, j, ia, ib = _pieces(*_one_runs(c, nvals, h * w), h, _sampling(h, h2), _sampling(w, w2))
     # A piece covers flat target indices j * h2 + [ia, ib).
     return _runs_from_intervals(j * h2 + ia, j * h2 + ib, h2 * w2)
@@ -113,7 +113,7 @@ def _scatter(out: np.ndarray, mask_id, j, ia, ib) -> None:
     length = ib - ia
     top = mask_id * (h2 * w2) + ia * w2 + j  # flat index of each piece's first pixel
     # Pixel t of a piece lies t rows (t * w2 flat) below its first pixel.
-    out.reshape(-1)[np.repeat(top, length) + _segment_index(length) * w2] = True
+    out.reshape(-1)[np.repeat(top, length) + segment_index(length) * w2] = True
 
 
 def _fill_box(view: np.ndarray, j, ia, ib, layer, rows: np.ndarray) -> None:
@@ -143,7 +143,7 @@ def _fill(mask_id, j, ia, ib, n: int, h2: int, w2: int) -> np.ndarray:
     mask_id, j, ia, ib = mask_id[order], j[order], ia[order], ib[order]
     col = mask_id * w2 + j
     col_start = np.flatnonzero(np.concatenate([[True], col[1:] != col[:-1]]))  # first piece of each column
-    layer = _segment_index(np.diff(col_start, append=col.size))  # rank of each piece inside its column
+    layer = segment_index(np.diff(col_start, append=col.size))  # rank of each piece inside its column
     # Per mask present: its slice of pieces [a, b), bounding box, layers and set pixels.
     first = np.searchsorted(mask_id, np.arange(n + 1))  # pieces of mask m: first[m]:first[m + 1]
     masks = np.flatnonzero(np.diff(first) > 0)
@@ -200,8 +200,8 @@ def resize_joined(rles: list[str | bytes | np.ndarray], size: tuple[int, int],
     n, total = len(rles), h2 * w2
     if not n:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    counts, nvals = _joined_counts(rles)
-    _check_counts(counts, nvals, h, w)
+    counts, nvals = joined_counts(rles)
+    check_counts(counts, nvals, h, w)
     mask_id, j, ia, ib = _pieces(*_one_runs(counts, nvals, h * w), h, _sampling(h, h2), _sampling(w, w2))
     # Flat target 1-intervals, sorted by (mask, start); disjoint inside a mask, so ends sort alike.
     key_s, key_e = mask_id * total + j * h2 + ia, mask_id * total + j * h2 + ib
@@ -235,8 +235,8 @@ def _decode_sampled(rles, size, row_sampling, col_sampling) -> np.ndarray:
     h2, w2 = row_sampling[0].size, col_sampling[0].size
     if not rles:
         return np.zeros((0, h2, w2), dtype=bool)
-    counts, nvals = _joined_counts(rles)
-    _check_counts(counts, nvals, h, w)
+    counts, nvals = joined_counts(rles)
+    check_counts(counts, nvals, h, w)
     pieces = _pieces(*_one_runs(counts, nvals, h * w), h, row_sampling, col_sampling)
     if not pieces[0].size or not h2 or not w2:
         return np.zeros((len(rles), h2, w2), dtype=bool)
