@@ -38,7 +38,7 @@ def _choose_model(choice: str) -> tuple[str, list[str], str]:
         raise FileNotFoundError(f"--model synth needs {SYNTH_CHECKPOINT}; "
                                 "train it with python -m pipelines.synth_pretrain")
     if choice in ("synth", "auto") and have_synth:
-        from pipelines.synth_bench import TESTBED, testbed_overrides
+        from pipelines.synth_testbed import TESTBED, testbed_overrides
 
         # the SynthScenes benchmark's settings (bench/synthscenes/REPORT.md), chosen on its development split
         overrides = [f"optim.batch_size={TESTBED['batch_size']}", *testbed_overrides()]
@@ -132,7 +132,7 @@ def _pictures(scene, cfg, out: Path, segment_image) -> None:
 
 def _write_data(write_train_shards, write_eval_split, size, opts, as_benchmark: bool) -> None:
     """The benchmark's training scenes (512) for the SynthScenes CLIP; fewer for the mechanics."""
-    from pipelines.synth_bench import TESTBED
+    from pipelines.synth_testbed import TESTBED
 
     shards, images = (TESTBED["train_shards"], TESTBED["images_per_shard"]) if as_benchmark else (4, 48)
     write_train_shards(f"{DATA}/raw", shards=shards, images=images, masks="oversegmented", cfg=size, seed=0,

@@ -16,8 +16,8 @@ import pytest
 
 import pixelclip
 from pipelines.stack import main as stack_main
-from pipelines.synth_bench import variants
 from pipelines.synth_report import claims, summarize
+from pipelines.synth_testbed import variants
 from pipelines.tune import TuneJobConfig
 from pixelclip.synth import CLASS_NAMES
 from tests.leaks import assert_no_secret
@@ -88,7 +88,7 @@ def test_the_benchmark_variants_are_valid_configurations():
 def test_every_benchmark_variant_trains_from_the_synthscenes_clip():
     """What `--fast` leaves out: each variant of the components sweep, on the testbed's model, takes
     finite training steps (in-process, a small batch at the scene size)."""
-    from pipelines.synth_bench import TESTBED, model_config
+    from pipelines.synth_testbed import TESTBED, model_config
     from tests.conftest import synthetic_batch
 
     base = model_config({**TESTBED, "steps": 10, "batch_size": 2})
@@ -128,7 +128,7 @@ def test_chance_is_what_uniformly_random_labels_score():
     import numpy as np
     import torch
 
-    from pipelines.synth_bench import FAST, chance
+    from pipelines.synth_testbed import FAST, chance
     from pixelclip.eval.miou import ConfusionMatrix
     from pixelclip.synth import SceneConfig, scene_at
 
