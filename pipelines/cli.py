@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _dispatch(args)
     except Exception as e:
-        from pipelines.ray_errors import RayConnectError, describe, inside_ray
+        from pipelines.ray_errors import RayConnectError, describe, inside_ray, is_user_error
 
         if debug:
             raise
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"pixelclip {args.command}: error inside Ray: {describe(e)} "
                   "(pixelclip --debug ... for the full trace)", file=sys.stderr)
             sys.exit(1)
-        if not _is_user_error(e):
+        if not is_user_error(e):
             raise
         print(f"pixelclip {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -353,28 +353,6 @@ def _dispatch(args) -> None:
 
         return run_from_args(args)
     handlers[args.command](args)
-
-
-_OURS = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "pixelclip"))
-
-
-def _raised_here(e: BaseException) -> bool:
-    """Whether the innermost frame of `e`'s traceback is in this project's code (pipelines/, pixelclip/)."""
-    tb = e.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb.tb_frame.f_code.co_filename.startswith(_OURS)
-
-
-def _is_user_error(e: Exception) -> bool:
-    """Errors that say what to fix (bad values, missing files, unreachable services): a message, no
-    traceback. A RuntimeError counts only when this project raised it (its messages say what to fix);
-    one from inside a library is a bug to see whole."""
-    if isinstance(e, ValueError | FileNotFoundError) or type(e).__module__.startswith("mlflow"):
-        return True
-    return isinstance(e, RuntimeError) and _raised_here(e)
 
 
 def _store(args) -> None:

@@ -4,12 +4,14 @@ failure inside Ray (a task, an actor, a Ray Data stage, a Ray Train worker) in o
     connect(address)          # ray.init; "cannot reach ... source .stack/env.sh" instead of a 20 s retry loop
     root_cause(err)           # the exception a worker raised, behind Ray's wrappers
     describe(err)             # "ValueError: ..." of the root cause, one line
+    is_user_error(err)        # whether the CLI shows it as one line (a message that says what to fix)
 """
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 # the last line of a traceback: "ValueError: message" or "pkg.mod.SomeError: message"
 _FINAL = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure))(?:: (?P<msg>.*))?$")
@@ -93,3 +95,25 @@ def one_line(err: BaseException) -> str:
     text = str(err).strip()
     first = text.splitlines()[0] if text else ""
     return f"{type(err).__name__}: {first[:400]}" if first else type(err).__name__
+
+
+_OURS = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "pixelclip"))
+
+
+def _raised_here(e: BaseException) -> bool:
+    """Whether the innermost frame of `e`'s traceback is in this project's code (pipelines/, pixelclip/)."""
+    tb = e.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_OURS)
+
+
+def is_user_error(e: Exception) -> bool:
+    """Errors that say what to fix (bad values, missing files, unreachable services): a message, no
+    traceback. A RuntimeError counts only when this project raised it (its messages say what to fix);
+    one from inside a library is a bug to see whole."""
+    if isinstance(e, ValueError | FileNotFoundError) or type(e).__module__.startswith("mlflow"):
+        return True
+    return isinstance(e, RuntimeError) and _raised_here(e)

@@ -224,17 +224,17 @@ def test_registry_model_without_a_tracking_server_is_a_clear_error(tmp_path, pho
 
 
 def test_only_the_projects_runtime_errors_are_shown_as_one_line():
-    from pipelines import cli, storage
+    from pipelines import ray_errors, storage
 
     try:
         storage.split_uri("s3://")
     except RuntimeError as e:  # StorageError, raised by the project: a message that says what to fix
-        assert cli._is_user_error(e)
+        assert ray_errors.is_user_error(e)
     try:
         import torch
 
         torch.zeros(2).view(3)  # a RuntimeError from inside a library: the trace is kept
     except RuntimeError as e:
-        assert not cli._is_user_error(e)
+        assert not ray_errors.is_user_error(e)
     else:
         raise AssertionError("torch accepted a bad view")
