@@ -32,3 +32,75 @@ def test_the_walk_finds_an_import_hidden_in_a_function(tmp_path):
     mod = tmp_path / "m.py"
     mod.write_text("def f():\n    import ray.data\n    from mlflow import log_metric\n")
     assert _imports(mod) == [(2, "ray"), (3, "mlflow")]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _project_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (at any depth: a function-level import is still a
+    dependency). `from pkg import name` counts as `pkg.name` when that is a module, else as `pkg`."""
+    paths = sorted([*(ROOT / "pixelclip").rglob("*.py"), *(ROOT / "pipelines").rglob("*.py")])
+    names = {_module_name(p) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        me, deps = _module_name(path), set()
+        package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*up, *([base] if base else [])])
+                for a in node.names:
+                    sub = f"{base}.{a.name}"
+                    deps.add(sub if sub in names else base)
+        graph[me] = {d for d in deps if d in names and d != me}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle():
+    graph = _project_graph()
+    assert "pipelines.storage.files" in graph and "pipelines.train" in graph
+    cycles = _cycles(graph)
+    assert not cycles, cycles
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
