@@ -292,7 +292,7 @@ def _run_id(job: EvalJobConfig, tracking_uri: str | None) -> str | None:
         raise ValueError(f"{job.model} is a registry model: set tracking_uri or MLFLOW_TRACKING_URI")
     if not tracking_uri:
         return None
-    from pipelines.tracking import check_tracking
+    from pipelines.mlflow_client import check_tracking
 
     check_tracking(tracking_uri)
     return job.run_id or src.mlflow_run_id(tracking_uri)

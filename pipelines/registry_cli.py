@@ -26,7 +26,7 @@ START_HINT = "start a server with `pixelclip tracking start --data .stack/mlflow
 
 def _tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, checked to answer like an MLflow server (a `TrackingError` otherwise)."""
-    from pipelines.tracking import TrackingError, check_tracking
+    from pipelines.mlflow_client import TrackingError, check_tracking
 
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if not uri:
@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """`{list,alias,unalias,segment} ...` against MLFLOW_TRACKING_URI; 0 on success, 2 on an error."""
-    from pipelines.tracking import TrackingError
+    from pipelines.mlflow_client import TrackingError
 
     args = _parser().parse_args(argv)
     try:

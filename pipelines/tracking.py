@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pipelines import mlflow_client
+from pipelines.mlflow_client import TrackingError
 from pipelines.service import (
     PORT_WAIT_S,
     LocalService,
@@ -48,60 +47,10 @@ log = logging.getLogger(__name__)
 MARK_VAR = "PIXELCLIP_TRACKING_DIR"  # in the environment of every process of one server
 LOG_MARK = "=== pipelines.tracking: starting mlflow server at"
 DB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-START_HINT = "is it running? (pixelclip tracking start)"
 
 
-class TrackingError(ServiceError):
-    """The MLflow tracking server could not be started, reached or stopped."""
-
-
-# -- reaching a server ---------------------------------------------------------------------------------------
-
-
-def _opener(uri: str) -> urllib.request.OpenerDirector:
-    """No HTTP proxy for a server on this machine (an http_proxy variable must not swallow 127.0.0.1)."""
-    host = urlparse(uri).hostname or ""
-    handlers = [urllib.request.ProxyHandler({})] if host in LOOPBACK else []
-    return urllib.request.build_opener(*handlers)
-
-
-def _probe(uri: str, timeout: float) -> tuple[str, str] | None:
-    """None when `uri` answers like an MLflow tracking server, else (kind, reason) with kind in
-    "unreachable" (nothing answers), "refused" (MLflow said no) or "foreign" (some other HTTP server)."""
-    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
-    try:
-        with _opener(uri).open(url, timeout=timeout) as resp:
-            status, body = resp.status, resp.read(65536)
-    except urllib.error.HTTPError as err:
-        status, body = err.code, err.read(65536)
-    except (urllib.error.URLError, OSError, ValueError) as err:  # refused, timed out, bad host
-        return "unreachable", str(getattr(err, "reason", err))
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if status == 200 and isinstance(data, dict):
-        return None
-    if isinstance(data, dict) and "error_code" in data:
-        return "refused", f"HTTP {status} {data['error_code']}: {str(data.get('message', ''))[:200]}"
-    return "foreign", f"HTTP {status}, {body[:80]!r}"
-
-
-def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast with a `TrackingError` unless an MLflow tracking server answers at `uri` (http[s]://host:port)."""
-    if not str(uri).startswith(("http://", "https://")):
-        raise TrackingError(f"{uri!r} is not the URI of an MLflow tracking server; expected http://host:port "
-                            "(pixelclip tracking start prints it)")
-    problem = _probe(str(uri), timeout)
-    if problem is None:
-        return
-    kind, reason = problem
-    if kind == "unreachable":
-        raise TrackingError(f"cannot reach the MLflow server at {uri} ({reason}): {START_HINT}")
-    if kind == "refused":
-        raise TrackingError(f"the MLflow server at {uri} refused a search for experiments: {reason}")
-    raise TrackingError(f"{uri} answers but is not an MLflow tracking server ({reason}): {START_HINT}")
+class TrackingServerError(TrackingError, ServiceError):
+    """The local MLflow tracking server could not be started or stopped."""
 
 
 # -- processes -------------------------------------------------------------------------------------------------
@@ -126,7 +75,7 @@ def _masked_uri(uri: str) -> str:
 class MLflowServer(LocalService):
     """One `mlflow server` for `data_dir`: SQLite (or PostgreSQL) backend, proxied artifacts, loopback only."""
 
-    stem, lock_name, log_mark, error = "mlflow", ".mlflow.lock", LOG_MARK, TrackingError
+    stem, lock_name, log_mark, error = "mlflow", ".mlflow.lock", LOG_MARK, TrackingServerError
     name, title = "MLflow server", "the MLflow server"
 
     def __init__(self, data_dir: str | Path, port: int | None = None, host: str = "127.0.0.1",
@@ -141,8 +90,9 @@ class MLflowServer(LocalService):
                            "backend": _masked_uri(backend_uri) if backend_uri else None}
         scheme = self.backend_uri.split(":", 1)[0].split("+", 1)[0].lower()
         if scheme not in DB_SCHEMES:
-            raise TrackingError(f"backend URI {_masked_uri(self.backend_uri)!r} is not a database; MLflow 3 wants "
-                                "sqlite:///path/mlflow.db or postgresql://user@host/db (the file store is deprecated)")
+            raise TrackingServerError(
+                f"backend URI {_masked_uri(self.backend_uri)!r} is not a database; MLflow 3 wants "
+                "sqlite:///path/mlflow.db or postgresql://user@host/db (the file store is deprecated)")
 
     def __repr__(self) -> str:
         return (f"MLflowServer(data_dir={str(self.data_dir)!r}, port={self.port}, "
@@ -166,7 +116,7 @@ class MLflowServer(LocalService):
         state = self._read_state()
         port = state["port"] if state else self.port
         if port is None:
-            raise TrackingError(f"no MLflow server is recorded in {self.data_dir}; start it first")
+            raise TrackingServerError(f"no MLflow server is recorded in {self.data_dir}; start it first")
         host = state.get("host", self.host) if state else self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
@@ -193,7 +143,7 @@ class MLflowServer(LocalService):
         if not o.access_key:  # profiles, SSO, web identity: let boto3 find its credentials as usual
             env.update({k: v for k, v in os.environ.items()
                         if k in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE",
-                                 "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")})
+                 "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")})
         return env
 
     def _command(self, port: int) -> list[str]:
@@ -206,30 +156,32 @@ class MLflowServer(LocalService):
         try:
             check_writable(self.artifacts_uri, self.storage_opts)
         except StorageError as err:
-            raise TrackingError(f"MLflow artifacts cannot be stored at {self.artifacts_uri}: {err}") from err
+            raise TrackingServerError(f"MLflow artifacts cannot be stored at {self.artifacts_uri}: {err}") from err
 
     def _spawn(self, port: int) -> subprocess.Popen:
         if importlib.util.find_spec("mlflow") is None:
-            raise TrackingError(f"mlflow is not installed in {sys.prefix}; install the application's extras "
-                                "(pip install -e '.[pipelines]' or make venv)")
+            raise TrackingServerError(f"mlflow is not installed in {sys.prefix}; install the application's extras "
+                "(pip install -e '.[pipelines]' or make venv)")
         return self._popen(self._command(port), self.data_dir, self._child_env())
 
     def _choose_port(self) -> int:
         if self.port is None:  # the last start's port when it is free, so that a restart is found where it was
             last = self._last_ports().get("port")
             back = last and free_soon(last, self.host, time.monotonic() + PORT_WAIT_S)
-            return last if back else free_port(self.host, error=TrackingError)
+            return last if back else free_port(self.host, error=TrackingServerError)
         if not port_free(self.port, self.host):
-            raise TrackingError(f"port {self.port} on {self.host} is already in use (another MLflow server?); pick "
-                                "another with --port N / MLflowServer(port=N), or leave it out to use a free one")
+            raise TrackingServerError(
+                f"port {self.port} on {self.host} is already in use (another MLflow server?); pick "
+                "another with --port N / MLflowServer(port=N), or leave it out to use a free one")
         return self.port
 
     def _check_reuse(self, state: dict) -> None:
         """A running server is reused only if it matches what this object was explicitly asked for."""
         for key, value in self._requested.items():
             if value is not None and state.get(key) != value:
-                raise TrackingError(f"an MLflow server for {self.data_dir} already runs (pid {state['pid']}) with "
-                                    f"{key} {state.get(key)!r}, not {value!r}; stop it first")
+                raise TrackingServerError(
+                    f"an MLflow server for {self.data_dir} already runs (pid {state['pid']}) with "
+                    f"{key} {state.get(key)!r}, not {value!r}; stop it first")
 
     def start(self, timeout: float = 90.0) -> MLflowServer:
         """Start the server, or reuse the one already running for this data dir; wait until its API answers."""
@@ -254,7 +206,7 @@ class MLflowServer(LocalService):
         """Poll the REST API until it answers; fail with the log's tail otherwise."""
 
         def probe() -> str | None:
-            problem = _probe(uri, timeout=3.0)
+            problem = mlflow_client.probe(uri, timeout=3.0)
             return None if problem is None else problem[1]
 
         self._poll_ready(pid, timeout, probe, f"at {uri}", 0.25)
@@ -287,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, type=Path, help="data directory (created if missing)")
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--artifacts", help="artifact store, e.g. s3://mlflow/artifacts (endpoint and keys from AWS_*; "
-                                       "default DIR/artifacts)")
+                       "default DIR/artifacts)")
     p.add_argument("--backend", help="database URI (default sqlite:///DIR/mlflow.db)")
     p.add_argument("--timeout", type=float, default=90.0, help="start: seconds to wait for the server")
     args = p.parse_args(argv)

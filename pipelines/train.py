@@ -269,7 +269,7 @@ def mlflow_run(job: TrainJobConfig, tracking_uri: str | None) -> str | None:
     import mlflow
     from mlflow.entities import Param
 
-    from pipelines.tracking import check_tracking
+    from pipelines.mlflow_client import check_tracking
 
     check_tracking(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)

@@ -16,7 +16,7 @@ def sweep_run(job) -> str | None:
         return None
     import mlflow
 
-    from pipelines.tracking import check_tracking
+    from pipelines.mlflow_client import check_tracking
 
     check_tracking(job.tracking_uri)
     client = mlflow.MlflowClient(job.tracking_uri)

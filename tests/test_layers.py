@@ -104,3 +104,19 @@ def test_no_import_cycle():
 
 def test_the_cycle_finder_finds_one():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+SERVICE_MANAGER = ("pipelines.service", "pipelines.objectstore", "pipelines.tracking", "pipelines.ray_head",
+                   "pipelines.stack")
+STAGES = ("pipelines.prepare", "pipelines.train", "pipelines.tune", "pipelines.tune_mlflow", "pipelines.evaluate",
+          "pipelines.validation", "pipelines.segment", "pipelines.prompts", "pipelines.registry",
+          "pipelines.checkpoints", "pipelines.reader", "pipelines.online_masks", "pipelines.weights",
+          "pipelines.models", "pipelines.metric_sink", "pipelines.train_progress")
+
+
+def test_no_stage_imports_the_local_service_manager():
+    """The stages run against any object store, MLflow server and Ray cluster; only the local stack's
+    commands (and the demos that start it) know how the local ones are run."""
+    graph = _project_graph()
+    bad = {s: sorted(graph[s] & set(SERVICE_MANAGER)) for s in STAGES if graph[s] & set(SERVICE_MANAGER)}
+    assert not bad, bad

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipelines import storage
+from pipelines.mlflow_client import TrackingError, check_tracking
 from pipelines.objectstore import pid_alive
-from pipelines.tracking import MLflowServer, TrackingError, check_tracking, tracking_pids
+from pipelines.tracking import MLflowServer, tracking_pids
 from tests.conftest import mlflow_at
 
 pytestmark = pytest.mark.slow  # two real servers, ~30 s
