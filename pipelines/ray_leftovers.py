@@ -9,6 +9,10 @@ keeps every CPU of its groups, and the next trial waits on a placement group tha
 `released` bounds both: trials that do not stop are killed after `STOP_GRACE_S`, and whatever a sweep
 created and left is removed when it returns (removing a group ends the actors placed in it, and the
 actors they own go with them).
+
+A plain `TorchTrainer.fit()` on a driver's main thread leaves something too: Ray Train installs a
+SIGINT handler that holds the controller's handle, so the controller and the Data actors it owns
+live as long as the process. `sigint_restored` puts the previous handler back when the fit returns.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 
 log = logging.getLogger("pixelclip.tune")
@@ -78,6 +84,20 @@ def release(job_id: str, groups_before: set[str], actors_before: set[str], grace
     log.warning("the sweep left %d placement group(s) and %d actor(s) on the cluster; removed them%s", len(groups),
                 len(actors), f" ({len(left)} actor(s) still alive: {sorted(set(left.values()))})" if left else "")
     return {"groups": len(groups), "actors": len(actors), "still_alive": left}
+
+
+@contextlib.contextmanager
+def sigint_restored():
+    """Run a trainer's fit inside: the SIGINT handler it installs (and the controller handle that
+    handler holds) is replaced by the one before it when the fit returns or raises."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Ray Train installs no handler off the main thread
+        return
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before if before is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from pipelines import storage
 from pipelines.checkpoints import CHECKPOINT_FILE, latest_checkpoint, report, restore
+from pipelines.ray_leftovers import sigint_restored
 from pipelines.train_progress import Progress, send_pending_metrics
 
 log = logging.getLogger("pixelclip.train")
@@ -305,7 +306,8 @@ def run_train(job: TrainJobConfig, opts: storage.StorageOptions | None = None) -
     """Fit and return a summary: final metrics, checkpoint path, the run's storage path, MLflow run."""
     trainer, config = build_trainer(job, opts)
     try:
-        result = trainer.fit()
+        with sigint_restored():  # else Ray Train's handler keeps the controller and its actors alive
+            result = trainer.fit()
     except Exception:
         send_pending_metrics(config, opts)
         finish_run(config, "FAILED")

@@ -12,6 +12,7 @@ import torch
 
 import pixelclip
 from pipelines import storage
+from pipelines.ray_leftovers import live_actors
 from pipelines.reader import iter_batches, training_dataset
 from pipelines.train import TrainJobConfig, run_train
 from pixelclip.io import load_pixelclip
@@ -70,7 +71,7 @@ def test_killed_worker_is_replaced_training_resumes_and_resumes_again_by_name(st
     """Two DDP workers; one is killed mid-run: it is replaced and the run resumes from its last checkpoint
     in the same MLflow run. The model learned (its loss on a fixed batch below a fresh model's). The same
     name again with more steps resumes from the end instead of starting over."""
-    total = 40
+    total, before = 40, signal.getsignal(signal.SIGINT)
     job = TrainJobConfig(data=ready, storage="s3://data/runs", name="tiny-kill", model=_model(total), workers=2,
                          checkpoint_every=4, log_every=2, max_failures=2, seed=0,
                          tracking_uri=mlflow_server.tracking_uri, register_as="pixelclip-train-test")
@@ -121,3 +122,10 @@ def test_killed_worker_is_replaced_training_resumes_and_resumes_again_by_name(st
     assert again["error"] is None and again["metrics"]["step"] == total + 4
     assert _checkpoint_steps("tiny-kill", store)[-1] == total + 4
     assert _final_meta("tiny-kill", total + 4, store, tmp_path)[1]["extra"]["resumed_at"] == [*resumed, total]
+    # a fit on the main thread leaves no controller or Data actor behind (Ray Train's SIGINT handler
+    # held the controller's handle) and Ctrl+C is the caller's again
+    assert signal.getsignal(signal.SIGINT) is before
+    deadline = time.time() + 60
+    while live_actors() and time.time() < deadline:
+        time.sleep(0.5)
+    assert live_actors() == {}
