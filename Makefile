@@ -25,12 +25,12 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not dist"
 
 # The main job on the embedded default: local stack, SynthScenes, prepare -> train -> register ->
-# evaluate -> segment (pipelines/showcase.py). `make demo-library` is the library alone, no services.
+# evaluate -> segment (pipelines/demo.py). `make demo-library` is the library alone, no services.
 demo: venv
-	$(PY) -m pipelines.showcase --out out/demo
+	$(PY) -m pipelines.cli demo --output out/demo
 
 demo-library: venv
-	$(PY) -m pipelines.demo --steps 20 --out out/demo-library
+	$(PY) -m pipelines.cli demo-library --steps 20 --output out/demo-library
 
 bench: venv
 	$(PY) bench/step_breakdown.py --preset tiny
@@ -38,7 +38,7 @@ bench: venv
 # The SynthScenes benchmark: PixelCLIP vs its ablations through the real stages; writes
 # bench/synthscenes/REPORT.md (about 2 hours on 2 CPU cores). `--fast` is the minutes-long check.
 synth-bench: venv
-	$(PY) -m pipelines.synth_bench --out bench/synthscenes
+	$(PY) -m pipelines.cli synth-bench --output bench/synthscenes
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

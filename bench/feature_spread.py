@@ -38,7 +38,7 @@ def main() -> None:
 
     from pipelines import storage
     from pipelines.models import load_segmenter
-    from pipelines.synth_bench import trial_checkpoint
+    from pipelines.synth.bench import trial_checkpoint
     from pixelclip.config import SYNTH_CHECKPOINT
     from pixelclip.infer import as_chw, chw_to_float
     from pixelclip.synth import CLASS_NAMES, SceneConfig, scene_at

@@ -14,7 +14,7 @@ Rows (random weights of the real architectures: speed does not depend on the wei
   `TorchTrainer` with one GPU worker, on batches made on the device (the data path costs nothing), and
   in this process: Ray's overhead on the step.
 - `dino actor`: masks per second of one Ray Data actor running DINO ViT-S/16 + k-means (k=16) on
-  640 px crops (`pipelines.online_masks.DinoCropStage`), crops fed from memory.
+  640 px crops (`pipelines.stages.train.online_masks.DinoCropStage`), crops fed from memory.
 - `evaluate <preset>`: images/s of `Segmenter` (the paper's whole-image protocol, 150 class names).
 A row that cannot run here (Ray or open_clip missing on the machine, compile failing) says why and the
 rest go on. Without a GPU and without `--device cpu` it stops at once with a message.
@@ -164,7 +164,7 @@ def dino_row(args, device) -> None:
     import numpy as np
     import ray
 
-    from pipelines.online_masks import DinoCropStage
+    from pipelines.stages.train.online_masks import DinoCropStage
 
     crop, n, arch = (64, 8, "tiny") if args.smoke else (640, 256, "vit_small_patch16_224.dino")
     crops = np.random.default_rng(0).integers(0, 256, (n, 3, crop, crop), dtype=np.uint8)

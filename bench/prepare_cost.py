@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from pipelines.synth_sa1b import _jpeg, sa1b_json, synth_image
+from pipelines.synth.sa1b import _jpeg, sa1b_json, synth_image
 from pixelclip.data.sa1b import ConvertOptions, convert_sample
 
 

@@ -4,7 +4,7 @@
 
 Writes a tar of SA-1B-size samples (1500x2250 JPEG, 100 masks; a few distinct samples repeated
 under new names until the size is reached), then, in a fresh Python process, runs exactly the body
-of a prepare read task (`pipelines.prepare.iter_tar_pairs` streaming the tar, `convert_sample` on
+of a prepare read task (`pipelines.stages.prepare.iter_tar_pairs` streaming the tar, `convert_sample` on
 every pair) and reports that process's peak resident memory (ru_maxrss) against its baseline after
 imports. Target: at most 1 GB for a 2 GB tar. With --uri the tar is uploaded and read back through
 the object store (credentials from the AWS_* variables).
@@ -27,7 +27,7 @@ import numpy as np
 CHILD = r"""
 import resource, sys, time
 from pipelines import storage
-from pipelines.prepare import iter_tar_pairs
+from pipelines.stages.prepare import iter_tar_pairs
 from pixelclip.data.sa1b import ConvertOptions, convert_sample
 def rss_kb():
     with open("/proc/self/status") as f:
@@ -44,7 +44,7 @@ print(f"{n} {base} {peak} {time.perf_counter() - t0:.1f} {out_bytes}")
 
 
 def write_tar(path: str, gb: float, distinct: int = 4) -> int:
-    from pipelines.synth_sa1b import _jpeg, sa1b_json, synth_image
+    from pipelines.synth.sa1b import _jpeg, sa1b_json, synth_image
 
     rng = np.random.default_rng(0)
     samples = []

@@ -3,7 +3,7 @@
     python bench/reader_throughput.py [--preset convnext_b] [--images 4] [--seconds 20]
 
 Records are made by `convert_sample` from synthetic SA-1B-size samples (1500x2250, 100 masks ->
-750x1125). One process with one torch thread runs `pipelines.reader.decode_row` (JPEG decode, the
+750x1125). One process with one torch thread runs `pipelines.stages.train.reader.decode_row` (JPEG decode, the
 shared geometry and the weak / strong photometrics of `ViewAugment`, masks sampled from their runs,
 packing) in a loop and reports images/s and where the time goes. Target (convnext_b, 640 px crops):
 at least 40 images/s per core.
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 import pixelclip
-from pipelines.reader import decode_row
-from pipelines.synth_sa1b import _jpeg, sa1b_json, synth_image
+from pipelines.stages.train.reader import decode_row
+from pipelines.synth.sa1b import _jpeg, sa1b_json, synth_image
 from pixelclip.data.augment import ViewAugment
 from pixelclip.data.sa1b import ConvertOptions, convert_sample
 

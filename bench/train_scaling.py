@@ -20,11 +20,11 @@ import time
 import torch
 
 import pixelclip
-from pipelines.objectstore import SeaweedFS
-from pipelines.prepare import PrepareConfig, run_prepare
-from pipelines.reader import iter_batches, training_dataset
-from pipelines.synth_sa1b import write_shards
-from pipelines.train import TrainJobConfig, run_train
+from pipelines.local.objectstore import SeaweedFS
+from pipelines.stages.prepare import PrepareConfig, run_prepare
+from pipelines.stages.train.driver import TrainJobConfig, run_train
+from pipelines.stages.train.reader import iter_batches, training_dataset
+from pipelines.synth.sa1b import write_shards
 from pixelclip.data.sa1b import ConvertOptions
 
 

@@ -1,6 +1,6 @@
 """Reaching an MLflow tracking server from the stages, the registry CLI and the local stack alike:
 `check_tracking` fails fast, in one line, unless an MLflow server answers at a URI. The stages import
-this, never the module that manages the local server (`pipelines.tracking`)."""
+this, never the module that manages the local server (`pipelines.local.tracking`)."""
 
 from __future__ import annotations
 

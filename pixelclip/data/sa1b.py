@@ -26,7 +26,7 @@ from .rle_resize import resize_joined
 # Reasons a sample is skipped; the pipelines count them.
 REASONS = ("corrupt_tar", "missing_pair", "bad_image", "bad_json", "bad_rle", "size_mismatch", "no_masks")
 
-# The training-ready record: column -> meaning (Parquet types in pipelines/prepare.py).
+# The training-ready record: column -> meaning (Parquet types in pipelines/stages/prepare.py).
 RECORD_FIELDS = {
     "image_id": "string: the sample's id (file stem, e.g. sa_223750)",
     "source": "string: shard or file the sample came from",

@@ -5,7 +5,7 @@ unlabeled masks and captions: a testbed small enough to pretrain a CLIP and run 
     scene = scene_at(seed=0, index=0)                       # image [H, W, 3], label [H, W], caption
     masks = scene_masks(scene, "kmeans", np.random.default_rng(0))   # [M, H, W] bool, unlabeled
 
-Writers (SA-1B tars, an ADE20K-layout evaluation split) live in `pipelines.synth_scenes`.
+Writers (SA-1B tars, an ADE20K-layout evaluation split) live in `pipelines.synth.scenes`.
 """
 
 from .masks import MASK_MODES, kmeans_masks, oversegment, scene_masks

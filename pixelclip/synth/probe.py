@@ -8,7 +8,7 @@ Two probes:
 - classification: single-object scenes (one thing on one stuff region, split "single"); the image
   embedding against the text embeddings of the 18 thing names and, separately, the 6 stuff names;
   top-1 accuracy of each.
-- dense: the labelled evaluation scenes (split "eval", as `pipelines.synth_scenes` writes them)
+- dense: the labelled evaluation scenes (split "eval", as `pipelines.synth.scenes` writes them)
   segmented by `Segmenter.from_open_clip` over all 24 class names, for each dense readout mode;
   mIoU over all classes, and the per-class IoU averaged over stuff classes and over thing classes.
 Numbers are percentages. The model is copied before anything is measured, so a model in training is

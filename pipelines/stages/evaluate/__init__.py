@@ -1,0 +1,2 @@
+"""Stage `evaluate`: `job` (zero-shot mIoU with Ray Data batch inference) and `report` (the results'
+tables and files)."""

@@ -1,0 +1,1 @@
+"""Tests of the library (`pixelclip/`): no Ray, no services."""
