@@ -19,6 +19,7 @@ MODES = {"prompts": [], "centroids": ["cluster.mode=centroids"],
          "names": ["cluster.mode=names", f"cluster.class_names=[{', '.join(NAMES)}]"], "none": ["cluster.mode=none"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_mode_trains_and_round_trips(tmp_path, mode):
     cfg = pixelclip.load_config("tiny", MODES[mode])

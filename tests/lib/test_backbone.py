@@ -164,6 +164,7 @@ def test_unknown_tag_is_one_clear_error():
         resolve_model_name("ViT-B-17", "openai")
 
 
+@pytest.mark.slow
 def test_convnext_teacher_in_train_mode_keeps_stochastic_depth(stub_weights):
     """convnext_base_w_320 has stochastic depth 0.1: with teacher_mode "train" (the authors') the teacher's
     features vary from call to call while training, with "eval" they do not."""

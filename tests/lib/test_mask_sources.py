@@ -100,6 +100,7 @@ def test_dino_masks_follow_pixels_not_positions(side):
     assert ((masks & top).any((1, 2)) & (masks & ~top).any((1, 2))).all()
 
 
+@pytest.mark.slow
 def test_dino_vit_s16_features_at_640():
     """The paper's setting: DINO ViT-S/16 at 640 gives a 40x40x384 L2-normalised token grid."""
     masker = DinoMasker.from_weights(None)
@@ -159,6 +160,7 @@ def test_dino_from_weights_wrong_keys(tmp_path):
     assert "pos_embed (1, 10, 384) vs (1, 197, 384)" in msg
 
 
+@pytest.mark.slow
 def test_kmeans_batched_equals_per_item_and_keeps_global_rng():
     """A token grid's worth of loosely clustered unit vectors (1600 x 384, as at 640 px) per item. With
     MultiKMeans' default tol the batch stops on its summed error, before some items converge."""

@@ -65,6 +65,7 @@ def test_ema_update_equals_the_formula(tiny_task):
         assert not p.requires_grad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny", "tiny_convnext"])
 def test_thirty_steps_halve_the_loss(preset):
     cfg = pixelclip.load_config(preset)

@@ -44,6 +44,7 @@ def test_a_partial_local_copy_is_never_the_newest(tmp_path, ckpt_bytes, caplog):
     assert latest_checkpoint(str(tmp_path / "nothing-here")) is None
 
 
+@pytest.mark.slow
 def test_a_partial_upload_is_never_the_newest(store, ckpt_bytes):
     run = "s3://data/checkpoint-discovery/run"
     _write_run(run, ckpt_bytes, store)

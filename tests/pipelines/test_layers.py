@@ -162,3 +162,10 @@ def test_a_crossing_is_found():
         "pipelines.models (shared) imports pipelines.stages.train.driver (stage:train)",
         "pipelines.stages.prompts (stage:prompts) imports pipelines.stages.segment (stage:segment)",
         "pipelines.stages.train.driver (stage:train) imports pipelines.local.tracking (local)"]
+
+
+def test_no_module_is_longer_than_400_lines():
+    paths = [p for d in ("pixelclip", "pipelines", "tests", "bench") for p in sorted((ROOT / d).rglob("*.py"))]
+    assert len(paths) > 100
+    long = {str(p.relative_to(ROOT)): n for p in paths if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long

@@ -164,6 +164,7 @@ HUGE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["whole", "slide"])
 def test_huge_photo_is_segmented_at_full_resolution_in_bounded_memory(protocol):
     """A 6000x4000 photo: a float32 copy of it alone is 275 MiB; the old path grew the peak RSS by ~600 MiB

@@ -269,6 +269,7 @@ def test_transient_errors_are_told_from_lasting_ones():
         assert not storage.is_transient(lasting), lasting
 
 
+@pytest.mark.slow
 def test_a_store_that_stays_away_gives_one_line_after_the_budget(opts, secret, monkeypatch):
     monkeypatch.setenv(storage.RETRY_ENV, "2")
     closed = StorageOptions.from_env(**{**vars(opts), "endpoint_url": f"http://127.0.0.1:{_closed_port()}"})
@@ -286,6 +287,7 @@ def test_a_store_that_stays_away_gives_one_line_after_the_budget(opts, secret, m
         storage.read_bytes(uri, closed)
 
 
+@pytest.mark.slow
 def test_reads_and_uploads_wait_for_a_store_that_comes_back(tmp_path, monkeypatch):
     """SeaweedFS stopped, then started again on its ports while a download and an upload wait."""
     import threading

@@ -56,6 +56,7 @@ def test_schedule_warms_up_then_anneals():
     assert lr_at(99, 3.0, 1.0, 0.1, 10) == pytest.approx(0.1)  # past the end: stays at min_lr
 
 
+@pytest.mark.slow
 def test_pool_is_cached_and_batches_carry_matching_captions(tmp_path, pool):
     cached = load_pool(tmp_path, 0, 128, 8, workers=1)
     assert pool_path(tmp_path, 0, 128, 8).is_file()
@@ -71,6 +72,7 @@ def test_pool_is_cached_and_batches_carry_matching_captions(tmp_path, pool):
         assert any(names <= w for w in words), (names, captions)
 
 
+@pytest.mark.slow
 def test_few_steps_give_a_finite_loss_and_change_the_weights(trained):
     assert trained.steps == 3 and trained.stopped == "steps"
     assert trained.unmasked_from == 2 and trained.model.visual.patch_dropout.prob == 0  # the last half: all tokens
@@ -84,6 +86,7 @@ def test_few_steps_give_a_finite_loss_and_change_the_weights(trained):
     assert all(p.requires_grad for p in trained.model.parameters())
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_with_open_clip(trained, checkpoint):
     import open_clip
     from safetensors import safe_open
@@ -100,6 +103,7 @@ def test_checkpoint_loads_with_open_clip(trained, checkpoint):
         torch.testing.assert_close(v, ref[k].half().float(), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_checkpoint_segments_through_the_model_string(checkpoint):
     from pipelines.models import load_segmenter
 
@@ -146,6 +150,7 @@ def test_evaluate_clip_reports_percentages_and_leaves_the_model_alone(trained):
     assert all(p.requires_grad for p in trained.model.parameters())  # the text tower was not frozen
 
 
+@pytest.mark.slow
 def test_cli_writes_checkpoint_and_train_json(tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({**TINY.to_dict(), "steps": 2}))
