@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast demo demo-library bench synth-bench clean
+.PHONY: venv lint test test-fast docs-test demo demo-library bench synth-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ lint: venv
 
 # The test command of the README and of CI: environment, lint, the whole suite.
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not docs"
+
+# make demo (as pixelclip demo --model tiny) and every README/docs block as written, in a copy of the
+# checkout (about 6 minutes; kept out of make test, which is at CI's 30-minute limit)
+docs-test: venv
+	$(PY) -m pytest -q -m docs
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not dist"

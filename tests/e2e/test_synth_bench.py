@@ -220,10 +220,10 @@ def test_goals_from_the_final_checkpoints_scene_by_scene():
 
 
 def test_eval_seeds_flag_takes_two_integers(capsys):
-    from pipelines.synth.bench import _seed_pair, main
+    from pipelines.cli import parser
 
-    assert _seed_pair("4,5") == (4, 5)
+    assert parser().parse_args(["synth-bench", "--eval-seeds", "4,5"]).eval_seeds == (4, 5)
     for bad in ("1", "a,b", "1,2,3"):
         with pytest.raises(SystemExit):
-            main(["--eval-seeds", bad])
+            parser().parse_args(["synth-bench", "--eval-seeds", bad])
         assert "--eval-seeds" in capsys.readouterr().err
