@@ -18,9 +18,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def add_output(p, default: str | None, what: str, required: bool = False) -> None:
-    p.add_argument("-o", "--output", type=str if default is None or "://" in str(default) else Path,
-                   default=None if required else default, required=required, help=what)
+def add_output(p, default: str, what: str) -> None:
+    """`-o/--output`: a local file or folder the command writes."""
+    p.add_argument("-o", "--output", type=Path, default=Path(default), help=what)
 
 
 def add_model(p, what: str = "the model") -> None:
