@@ -22,7 +22,8 @@ import torch
 import pixelclip
 from pipelines.local.objectstore import SeaweedFS
 from pipelines.stages.prepare import PrepareConfig, run_prepare
-from pipelines.stages.train.driver import TrainJobConfig, run_train
+from pipelines.stages.train.driver import run_train
+from pipelines.stages.train.job import TrainJobConfig
 from pipelines.stages.train.reader import iter_batches, training_dataset
 from pipelines.synth.sa1b import write_shards
 from pixelclip.data.sa1b import ConvertOptions

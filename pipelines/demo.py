@@ -70,7 +70,8 @@ def run(out: Path, model: str = "auto", steps: int | None = None, stack_dir: str
     from pipelines.stages.evaluate.job import EvalJobConfig, run_evaluate
     from pipelines.stages.prepare import PrepareConfig, run_prepare
     from pipelines.stages.segment import segment_image
-    from pipelines.stages.train.driver import TrainJobConfig, run_train
+    from pipelines.stages.train.driver import run_train
+    from pipelines.stages.train.job import TrainJobConfig
     from pipelines.synth.scenes import write_eval_split, write_train_shards
     from pixelclip.config import load_config
     from pixelclip.data.sa1b import ConvertOptions

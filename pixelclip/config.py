@@ -205,12 +205,24 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
 
-    def validate(self) -> Config:
+    def validate(self, prefix: str = "") -> Config:
+        """Every section checked; errors name the field (`prefix` in front: `train.model.`)."""
         for f in dataclasses.fields(self):
             sub = getattr(self, f.name)
             if dataclasses.is_dataclass(sub):
-                sub.validate(f.name)
+                sub.validate(f"{prefix}{f.name}")
         return self
+
+    @classmethod
+    def from_mapping(cls, value: str | dict, name: str = "model") -> Config:
+        """A job's `model`: a preset name or YAML file, or a mapping of fields, optionally with a
+        `preset` (name or file) underneath them."""
+        if isinstance(value, str):
+            value = {"preset": value}
+        check(isinstance(value, dict), name, "must be a preset name or a mapping", value)
+        data = dict(value)
+        base = load_config(data.pop("preset")).to_dict() if "preset" in data else {}
+        return build(cls, merge_dicts(base, data), name).validate(f"{name}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -60,12 +60,23 @@ def parser() -> argparse.ArgumentParser:
 def run_command(argv: list[str]) -> int:
     """Parse `argv` (`["stack", "up", ...]`) and run the command; its exit code (0 for None). Errors
     propagate: `main` turns them into one line."""
-    args = parser().parse_args(list(argv))
+    args = parse(list(argv))
     return command(args.command).run(args) or 0
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The parsed arguments, with `args.given`: the options `argv` names (a job file's values stand
+    unless a flag is given)."""
+    from pipelines.cli.jobs import record_given
+
+    p = parser()
+    args = p.parse_args(argv)
+    record_given(p, argv, args)
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    args = parse(sys.argv[1:] if argv is None else list(argv))
     debug = args.debug or os.environ.get("PIXELCLIP_DEBUG") == "1"
     try:
         code = command(args.command).run(args)

@@ -3,7 +3,8 @@ classification of given masks); results to a folder or s3:// prefix and to the m
 
 from __future__ import annotations
 
-from pipelines.cli.common import add_address, add_model, add_readout, add_templates
+from pipelines.cli.common import add_address, add_readout, add_templates
+from pipelines.cli.jobs import add_job_options, flags, load_job
 
 HELP = "zero-shot mIoU on the benchmarks (Ray Data batch inference)"
 
@@ -11,8 +12,10 @@ HELP = "zero-shot mIoU on the benchmarks (Ray Data batch inference)"
 def add_arguments(p) -> None:
     from pixelclip.eval.datasets import BENCHMARKS
 
-    add_model(p, "the model to evaluate")
-    p.add_argument("--benchmark", action="append", required=True, metavar="NAME=ROOT",
+    p.add_argument("--model", help="the model to evaluate: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, "
+                                   "a .safetensors checkpoint (local or s3://) or openclip:NAME[:TAG]; required here "
+                                   "or in --job")
+    p.add_argument("--benchmark", action="append", default=[], metavar="NAME=ROOT",
                    help=f"benchmark and its dataset root (folder or s3://); repeatable; names: {', '.join(BENCHMARKS)}")
     p.add_argument("-o", "--output", help="folder or s3:// prefix for results.json and results.md")
     add_readout(p, repeat=True)
@@ -30,23 +33,34 @@ def add_arguments(p) -> None:
     p.add_argument("--concurrency", type=int, help="inference actors (default: one per GPU, else one)")
     p.add_argument("--class-names", action="append", default=[], metavar="NAME=FILE",
                    help="your own dataset in a benchmark's layout: its class names, one per line (local or s3://)")
+    add_job_options(p, "evaluate", "limit=8")
     p.add_argument("--run-id", help="MLflow run to log the results to (default: the registry model's run)")
     add_address(p)
 
 
+def job_from(args):
+    from pipelines.images import read_class_names
+    from pipelines.stages.evaluate.job import parse_benchmarks
+
+    fields = flags(args, {"model": "model", "output": "output", "masks": "masks", "readout": "modes", "task": "task",
+                          "protocol": "protocol", "templates": "templates", "image_size": "image_size",
+                          "split": "split", "limit": "limit", "batch_size": "batch_size",
+                          "concurrency": "concurrency", "run_id": "run_id"})
+    if args.benchmark:
+        fields["benchmarks"] = parse_benchmarks(args.benchmark)
+    if args.class_names:
+        fields["class_names"] = {name: read_class_names(uri)
+                                 for name, uri in parse_benchmarks(args.class_names).items()}
+    return load_job("evaluate", args, fields)
+
+
 def run(args) -> None:
     from pipelines import storage
-    from pipelines.images import read_class_names
     from pipelines.ray_errors import connect
-    from pipelines.stages.evaluate.job import EvalJobConfig, parse_benchmarks, run_evaluate
+    from pipelines.stages.evaluate.job import run_evaluate
     from pipelines.stages.evaluate.report import format_markdown
 
-    classes = {name: read_class_names(uri) for name, uri in parse_benchmarks(args.class_names).items()}
-    job = EvalJobConfig(model=args.model, benchmarks=parse_benchmarks(args.benchmark), output=args.output,
-                        class_names=classes, masks=args.masks,
-                        modes=args.readout or ["maskclip"], task=args.task, protocol=args.protocol,
-                        templates=args.templates, image_size=args.image_size, split=args.split, limit=args.limit,
-                        batch_size=args.batch_size, concurrency=args.concurrency, run_id=args.run_id).validate()
+    job = job_from(args)
     connect(args.address)
     results = run_evaluate(job)
     print(format_markdown(results).split("\n## ")[0])

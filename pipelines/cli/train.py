@@ -1,10 +1,12 @@
 """Fine-tune CLIP with PixelCLIP on Ray Train (DDP) over training-ready shards; a run of the same name
-resumes from its last checkpoint."""
+resumes from its last checkpoint. The job comes from the flags, or a YAML job file (`--job`) that the
+given flags and `--set` override; `pixelclip config --job train` prints every field."""
 
 from __future__ import annotations
 
 from pipelines.cli.common import add_address
-from pipelines.cli.training import add_training_arguments, masks, validation
+from pipelines.cli.jobs import flags, load_job
+from pipelines.cli.training import add_training_arguments, training_flags
 
 HELP = "fine-tune with Ray Train (DDP) on training-ready shards"
 
@@ -18,16 +20,16 @@ def add_arguments(p) -> None:
     add_address(p)
 
 
+def job_from(args):
+    fields = {**training_flags(args, bool(args.job)),
+              **flags(args, {"storage": "storage", "name": "name", "register_as": "register_as"})}
+    return load_job("train", args, fields)
+
+
 def run(args) -> None:
     from pipelines.ray_errors import connect
-    from pipelines.stages.train.driver import TrainJobConfig, run_train, summary_json
-    from pixelclip.config import load_config
+    from pipelines.stages.train.driver import run_train, summary_json
 
-    cfg = load_config(args.preset, args.overrides)
-    job = TrainJobConfig(data=args.data, storage=args.storage, name=args.name, model=cfg.to_dict(),
-                         workers=args.workers, cpus_per_worker=args.cpus_per_worker,
-                         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                         max_failures=args.max_failures, placement=args.placement, register_as=args.register_as,
-                         validation=validation(args), masks=masks(args), precision=args.precision).validate()
+    job = job_from(args)
     connect(args.address)
     print(summary_json(run_train(job)))

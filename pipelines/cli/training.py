@@ -1,22 +1,40 @@
-"""The arguments `train` and `tune` share, and what they become in the job configurations."""
+"""The arguments `train` and `tune` share, and what they become in the training job."""
 
 from __future__ import annotations
 
+from pipelines.cli.jobs import add_job_options, flags, given
+
+# option dest -> field of the training job (pipelines.stages.train.job.TrainJobConfig)
+TRAIN_FIELDS = {"data": "data", "workers": "workers", "cpus_per_worker": "cpus_per_worker",
+                "checkpoint_every": "checkpoint_every", "log_every": "log_every", "precision": "precision",
+                "max_failures": "max_failures", "placement": "placement", "seed": "seed",
+                "use_gpu": "use_gpu", "experiment": "experiment"}
+VALIDATION_FIELDS = {"validate_every": "every", "validate_limit": "limit", "validate_class_names": "class_names",
+                     "validate_split": "split"}
+MASK_FIELDS = {"masks": "source", "dino_weights": "weights", "dino_arch": "arch", "dino_k": "k",
+               "dino_actors": "actors", "dino_gpu": "gpus_per_actor", "allow_random_weights": "allow_random_weights"}
+
 
 def add_training_arguments(p, what: str) -> None:
-    """`what` is "run" (train) or "sweep" (tune)."""
-    p.add_argument("--data", required=True, help="training-ready shards (s3:// or folder)")
-    p.add_argument("--storage", required=True, help=f"where {what}s and checkpoints live (s3:// or folder)")
-    p.add_argument("--name", required=True, help=f"{what} name; the same name resumes the {what}")
-    p.add_argument("--preset", default="tiny", help="the model configuration: a preset or a YAML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="a dotted override of the model configuration; repeatable")
-    p.add_argument("--workers", type=int, default=2, help="training workers" + (" per trial" * (what == "sweep")))
+    """`what` is "run" (train) or "sweep" (tune). Defaults are the training job's (`pixelclip config
+    --job train`); a flag given on the command line overrides a `--job` file."""
+    trial = " per trial" * (what == "sweep")
+    p.add_argument("--data", help="training-ready shards (s3:// or folder); required here or in --job")
+    p.add_argument("--storage", help=f"where {what}s and checkpoints live (s3:// or folder); required")
+    p.add_argument("--name", help=f"{what} name; the same name resumes the {what}; required")
+    p.add_argument("--preset", help="the model configuration: a preset or a YAML file (default: the --job "
+                                    "file's model, else tiny)")
+    add_job_options(p, "train" if what == "run" else "tune", "optim.steps=50 (a model field) or workers=4")
+    p.add_argument("--workers", type=int, default=2, help="training workers" + trial)
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="logical CPUs each worker reserves")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     p.add_argument("--log-every", type=int, default=10, help="steps between reported metrics")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="on GPUs: bf16 autocast (the clustering stays fp32/fp64) or fp32 as the authors")
+    p.add_argument("--seed", type=int, help="augmentation seed (default: fresh views every epoch)")
+    p.add_argument("--use-gpu", action="store_true", default=None,
+                   help="train on GPUs (default: when the cluster has them)")
+    p.add_argument("--experiment", default="pixelclip", help="the MLflow experiment")
     v = p.add_argument_group("validation while training (zero-shot mIoU, metric val_miou)")
     v.add_argument("--validate", metavar="NAME=ROOT", help="a labelled benchmark split, e.g. ade20k-150=s3://data/ade")
     v.add_argument("--validate-every", type=int, default=100, help="steps between validations")
@@ -36,21 +54,21 @@ def add_training_arguments(p, what: str) -> None:
     m.add_argument("--allow-random-weights", action="store_true", help="tests only: masks from an untrained DINO")
 
 
-def validation(args) -> dict | None:
-    """`--validate NAME=ROOT` (+ every / limit / class names) -> the job's `validation`."""
-    if not args.validate:
-        return None
-    from pipelines.stages.evaluate.job import parse_benchmarks
+def training_flags(args, job_file: bool, skip: tuple[str, ...] = ()) -> dict:
+    """The training job's fields from the given flags: data, workers, ..., `model` from --preset
+    (tiny when neither --preset nor a job file says), `validation` from --validate, `masks`.
+    `skip`: options that mean something else in the command (tune's --max-failures is Tune's own)."""
+    out = flags(args, {k: v for k, v in TRAIN_FIELDS.items() if k not in skip})
+    if args.preset or not job_file:
+        out["model"] = {"preset": args.preset or "tiny"}
+    if args.validate:
+        from pipelines.stages.evaluate.job import parse_benchmarks
 
-    ((name, root),) = parse_benchmarks([args.validate]).items()
-    return {"benchmark": name, "root": root, "every": args.validate_every, "limit": args.validate_limit,
-            "class_names": args.validate_class_names, "split": args.validate_split}
-
-
-def masks(args) -> dict | None:
-    """`--masks dino` (+ weights, actors, GPU share) -> the job's `masks`; None for the records' masks."""
-    if args.masks == "stored":
-        return None
-    return {"source": args.masks, "weights": args.dino_weights, "arch": args.dino_arch, "k": args.dino_k,
-            "actors": args.dino_actors, "gpus_per_actor": args.dino_gpu,
-            "allow_random_weights": args.allow_random_weights}
+        ((name, root),) = parse_benchmarks([args.validate]).items()
+        out["validation"] = {"benchmark": name, "root": root, **flags(args, VALIDATION_FIELDS)}
+    elif given(args) & set(VALIDATION_FIELDS):
+        out["validation"] = flags(args, VALIDATION_FIELDS)  # a job file's validation, changed
+    masks = flags(args, MASK_FIELDS)
+    if masks:
+        out["masks"] = masks
+    return out

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 
 from pipelines.cli.common import add_address
-from pipelines.cli.training import add_training_arguments, masks, validation
+from pipelines.cli.jobs import flags, load_job
+from pipelines.cli.training import add_training_arguments, training_flags
 
 HELP = "sweep K, l (any config field) with Ray Tune + ASHA over the train stage"
 
@@ -26,33 +27,41 @@ def add_arguments(p) -> None:
     p.add_argument("--grace-period", type=int, help="steps before ASHA may stop a trial (default: steps / 4)")
     p.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA keeps 1 / this of the trials a rung")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster fits)")
+    p.add_argument("--max-failures", type=int, default=1,
+                   help="Tune's restarts of a failed trial (each trial's worker restarts: --set train.max_failures=N)")
     p.add_argument("--register-as", help="register the best trial's model under this MLflow registry name")
     p.add_argument("--alias", default="candidate", help="alias pointed at the registered best model")
     add_address(p)
 
 
+def job_from(args):
+    from pipelines.stages.tune.job import parse_search, parse_variant
+
+    fields = {"train": training_flags(args, bool(args.job), skip=("max_failures",)),
+              **flags(args, {"storage": "storage", "name": "name", "num_samples": "num_samples", "metric": "metric",
+                             "metric_mode": "mode", "scheduler": "scheduler", "grace_period": "grace_period",
+                             "reduction_factor": "reduction_factor", "max_concurrent": "max_concurrent",
+                             "max_failures": "max_failures", "register_as": "register_as", "alias": "alias"})}
+    if args.search:
+        fields["search"] = parse_search(args.search)
+    if args.variant:
+        fields["variants"] = dict(map(parse_variant, args.variant))
+    return load_job("tune", args, fields)
+
+
 def run(args) -> None:
     from pipelines.ray_errors import connect
     from pipelines.stages.train.driver import worker_env
-    from pipelines.stages.tune.sweep import TuneJobConfig, format_summary, parse_search, parse_variant, run_tune
+    from pipelines.stages.tune.sweep import format_summary, run_tune
     from pipelines.storage import StorageOptions
-    from pixelclip.config import load_config
 
-    cfg = load_config(args.preset, args.overrides)
-    job = TuneJobConfig(data=args.data, storage=args.storage, name=args.name, model=cfg.to_dict(),
-                        search=parse_search(args.search), variants=dict(map(parse_variant, args.variant)),
-                        num_samples=args.num_samples, metric=args.metric,
-                        mode=args.metric_mode, scheduler=args.scheduler, grace_period=args.grace_period,
-                        reduction_factor=args.reduction_factor, max_concurrent=args.max_concurrent,
-                        workers=args.workers, cpus_per_worker=args.cpus_per_worker,
-                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                        register_as=args.register_as, alias=args.alias, validation=validation(args),
-                        masks=masks(args), precision=args.precision)
+    tracking = os.environ.get("MLFLOW_TRACKING_URI")
+    job = job_from(args)
     # the trials get the endpoint and the tracking URI in their runtime env, and read the storage keys
     # from their node's environment (never from a runtime env, which Ray logs). A driver that
     # `ray job submit` started already runs in the job's runtime env, which its trials share (and Ray
     # refuses a second one that names the same variables).
-    env = worker_env(StorageOptions.from_env(), job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    env = worker_env(StorageOptions.from_env(), job.train.tracking_uri or tracking)
     in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
     connect(args.address, runtime_env=None if in_job else {"env_vars": env})
     print(format_summary(run_tune(job), job.metric))

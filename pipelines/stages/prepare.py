@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from pipelines import storage
 from pixelclip.data.sa1b import ConvertOptions, SampleError, convert_sample
+from pixelclip.typed import ConfigError, check
 
 log = logging.getLogger("pixelclip.prepare")
 
@@ -48,36 +49,38 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG")
 
 @dataclass
 class PrepareConfig:
-    input: str
-    output: str
-    source: str = "sa1b"
+    input: str = ""  # s3:// prefix or folder of sa_*.tar (or of JPEGs for dino / sam / images); required
+    output: str = ""  # s3:// prefix or folder for the Parquet shards; required
+    source: str = "sa1b"  # sa1b: the shards' own masks; dino / sam: masks computed per image; images: none
     sample: float = 1.0  # fraction of images kept (the paper: 0.05 of SA-1B)
-    seed: int = 0
-    convert: ConvertOptions = field(default_factory=ConvertOptions)
+    seed: int = 0  # the sample's seed (a hash of it and each image's id)
+    convert: ConvertOptions = field(default_factory=ConvertOptions)  # stored size and masks kept
     weights: str | None = None  # DINO / SAM weights: local or s3:// path
     allow_random_weights: bool = False  # tests and demos only: masks from untrained models
     sam_model_type: str = "vit_b"  # vit_b | vit_l | vit_h, or "tiny" (a small random SAM, for tests)
     sam_options: dict = field(default_factory=dict)  # SamAutomaticMaskGenerator options (points_per_side, ...)
-    dino_k: int = 16
-    dino_image_size: int = 640
+    dino_k: int = 16  # k-means clusters per image (source dino)
+    dino_image_size: int = 640  # DINO's square input (source dino)
     batch_size: int = 4  # images per mask-model call
     actors: int | None = None  # mask-model actors (default: one per GPU, else 1)
     max_pending: int = 16  # unpaired tar members kept before they count as missing_pair
     overwrite: bool = False  # replace the Parquet files already under `output`
 
-    def validate(self) -> PrepareConfig:
-        if self.source not in SOURCES:
-            raise ValueError(f"prepare.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        if not 0.0 < self.sample <= 1.0:
-            raise ValueError(f"prepare.sample must be in (0, 1], got {self.sample}")
-        c = self.convert
-        for name, value, low in (("short_side", c.short_side, 8), ("min_area", c.min_area, 1),
-                                 ("max_masks", c.max_masks, 0)):
-            if value < low:
-                raise ValueError(f"prepare.convert.{name} must be >= {low}, got {value}")
+    def validate(self, p: str = "prepare") -> PrepareConfig:
+        for name in ("input", "output"):
+            check(bool(getattr(self, name)), f"{p}.{name}", "is required (s3:// or a folder)", getattr(self, name))
+        check(self.source in SOURCES, f"{p}.source", f"must be one of {', '.join(SOURCES)}", self.source)
+        check(0.0 < self.sample <= 1.0, f"{p}.sample", "must be in (0, 1]", self.sample)
+        lows = {"convert.short_side": 8, "convert.min_area": 1, "convert.max_masks": 0, "convert.jpeg_quality": 1,
+                "dino_k": 2, "dino_image_size": 16, "batch_size": 1, "max_pending": 1, "actors": 1}
+        for name, low in lows.items():
+            value = getattr(self.convert, name[8:]) if name.startswith("convert.") else getattr(self, name)
+            check(value is None or value >= low, f"{p}.{name}", f"must be >= {low}", value)
+        check(self.sam_model_type in ("vit_b", "vit_l", "vit_h", "tiny"), f"{p}.sam_model_type",
+              "must be vit_b, vit_l, vit_h or tiny", self.sam_model_type)
         if self.source in ("dino", "sam") and not self.weights and not self.allow_random_weights:
-            raise ValueError(f"prepare.weights is required for --source {self.source} "
-                             "(pass --allow-random-weights only for tests)")
+            raise ConfigError(f"{p}.weights is required for source {self.source} "
+                              "(--weights; --allow-random-weights only for tests)")
         return self
 
 
@@ -393,6 +396,5 @@ def _column(uris: list[str], name: str, opts) -> np.ndarray:
     if not uris:
         return np.zeros(0, dtype=np.int64)
     fs, _ = storage.arrow_fs(uris[0], opts)
-    parts = [pq.read_table(storage.arrow_fs(u, opts)[1], columns=[name], filesystem=fs)[name].to_numpy()
-             for u in uris]
-    return np.concatenate(parts)
+    return np.concatenate([pq.read_table(storage.arrow_fs(u, opts)[1], columns=[name], filesystem=fs)[name]
+                           .to_numpy() for u in uris])

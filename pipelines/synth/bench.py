@@ -78,7 +78,8 @@ def final_scores(rows: list[dict], data: dict, tb: dict, opts, out_dir: Path) ->
     import numpy as np
 
     from pipelines.models import load_segmenter
-    from pipelines.stages.train.validation import ValidationConfig, Validator
+    from pipelines.stages.train.job import ValidationConfig
+    from pipelines.stages.train.validation import Validator
     from pipelines.synth.scoring import scene_confusions, summarize_final
     from pixelclip.config import SYNTH_CHECKPOINT
     from pixelclip.synth import CLASS_NAMES, STUFF_NAMES, THING_NAMES

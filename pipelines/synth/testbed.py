@@ -133,13 +133,15 @@ def group_mious(per_class: dict) -> dict:
 def sweep(name: str, tb: dict, model: dict, data: dict, split: str, variants_: dict, search: dict, opts) -> dict:
     """One Tune sweep (FIFO: every trial runs to the end; one training worker per trial), validating on
     the labelled `split` ("eval" or "dev")."""
-    from pipelines.stages.tune.sweep import TuneJobConfig, run_tune
+    from pipelines.stages.tune.job import TuneJobConfig
+    from pipelines.stages.tune.sweep import run_tune
 
-    job = TuneJobConfig(data=data["ready"], storage=f"{DATA}/sweeps", name=name, model=model, search=search,
-                        variants=variants_, metric="val_miou", mode="max", scheduler="fifo", workers=1,
-                        cpus_per_worker=1.0, checkpoint_every=tb["steps"], log_every=tb["validate_every"],
-                        validation=validation(data[split], tb, min(tb[f"{split}_images"],
-                                                                   tb.get("val_limit") or 10 ** 9)))
+    limit = min(tb[f"{split}_images"], tb.get("val_limit") or 10 ** 9)
+    trial = {"data": data["ready"], "model": model, "workers": 1, "cpus_per_worker": 1.0,
+             "checkpoint_every": tb["steps"], "log_every": tb["validate_every"],
+             "validation": validation(data[split], tb, limit)}
+    job = TuneJobConfig(storage=f"{DATA}/sweeps", name=name, train=trial, search=search, variants=variants_,
+                        metric="val_miou", mode="max", scheduler="fifo")
     return run_tune(job, opts)
 
 

@@ -24,7 +24,8 @@ SCRIPT = textwrap.dedent("""
     from pipelines import storage
     from pipelines.stages.prepare import PrepareConfig, run_prepare
     from pipelines.synth.sa1b import write_shards
-    from pipelines.stages.train.driver import TrainJobConfig, run_train
+    from pipelines.stages.train.driver import run_train
+    from pipelines.stages.train.job import TrainJobConfig
     from pixelclip.data.sa1b import ConvertOptions
 
     root, uri = Path(sys.argv[1]), sys.argv[2]

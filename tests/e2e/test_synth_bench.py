@@ -16,7 +16,7 @@ import pytest
 
 import pixelclip
 from pipelines.cli import run_command
-from pipelines.stages.tune.sweep import TuneJobConfig
+from pipelines.stages.tune.job import TuneJobConfig
 from pipelines.synth.report import claims, summarize
 from pipelines.synth.testbed import variants
 from pixelclip.synth import CLASS_NAMES
@@ -76,13 +76,13 @@ def test_fast_benchmark_writes_the_report(tmp_path):
 
 def test_the_benchmark_variants_are_valid_configurations():
     model = pixelclip.load_config("synth").to_dict()
-    job = TuneJobConfig(data="s3://d/", storage="s3://s", name="c", model=model,
+    job = TuneJobConfig(storage="s3://s", name="c", train={"data": "s3://d/", "model": model},
                         variants=variants(list(CLASS_NAMES))).validate()
-    modes = {v: job.trial_job({"variant": v}, "x").model["cluster"]["mode"] for v in job.variants}
+    modes = {v: job.trial_job({"variant": v}, "x").model.cluster.mode for v in job.variants}
     assert modes == {"pixelclip": "prompts", "no-clustering": "none", "no-text-encoder": "centroids",
                      "fixed-names": "names", "no-momentum": "prompts"}
-    assert job.trial_job({"variant": "no-momentum"}, "x").model["momentum"]["gamma"] == 0
-    assert job.trial_job({"variant": "fixed-names"}, "x").model["cluster"]["class_names"] == list(CLASS_NAMES)
+    assert job.trial_job({"variant": "no-momentum"}, "x").model.momentum.gamma == 0
+    assert job.trial_job({"variant": "fixed-names"}, "x").model.cluster.class_names == list(CLASS_NAMES)
 
 
 def test_every_benchmark_variant_trains_from_the_synthscenes_clip():

@@ -7,7 +7,6 @@ entrypoint needs; the launcher file against Ray's own schema; the image's pins a
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shlex
 import tomllib
@@ -277,10 +276,7 @@ def dry_cli(monkeypatch, capsys):
     from pipelines.stages.train import driver as train
     from pipelines.stages.tune import sweep as tune
 
-    def reached(job, *args, **kwargs):
-        if isinstance(job, tune.TuneJobConfig):  # what run_tune does before any work
-            job.tracking_uri = job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-            job.validate()
+    def reached(job, *args, **kwargs):  # the CLI validated the job already
         raise _Reached(job)
 
     monkeypatch.setattr(ray, "init", lambda *a, **k: None)
@@ -325,14 +321,15 @@ def test_rayjob_entrypoint_is_a_valid_cli_command_for_its_cluster(stage, dry_cli
         assert gpu_start >= (job.source != "sa1b"), "--source dino/sam uses GPUs only if there are some at start"
         assert job.sample == 0.05, "the paper's 5% of SA-1B"
     if stage in ("train", "tune"):
-        assert gpu_start >= 1 and gpu_max >= job.workers, f"{job.workers} GPU workers; GPUs {gpu_start}..{gpu_max}"
-        assert job.workers * job.cpus_per_worker < cpu_start, "no CPU left for Ray Data (the stage refuses)"
-        assert job.model["backbone"]["name"] == "ViT-B-16-quickgelu", "the paper's ViT-B/16 recipe, with QuickGELU"
+        t = job.train if stage == "tune" else job
+        assert gpu_start >= 1 and gpu_max >= t.workers, f"{t.workers} GPU workers; GPUs {gpu_start}..{gpu_max}"
+        assert t.workers * t.cpus_per_worker < cpu_start, "no CPU left for Ray Data (the stage refuses)"
+        assert t.model.backbone.name == "ViT-B-16-quickgelu", "the paper's ViT-B/16 recipe, with QuickGELU"
     if stage == "train":
         assert gpu_start >= job.workers, "a fixed gang of one GPU per DDP worker"
     if stage == "tune":
         assert {"prompts.num_clusters", "prompts.length"} <= set(job.search), "the paper's K and l sweep"
-        assert gpu_max >= job.workers * (job.max_concurrent or 1), "--max-concurrent trials x --workers GPUs"
+        assert gpu_max >= job.train.workers * (job.max_concurrent or 1), "--max-concurrent trials x --workers GPUs"
     if stage == "evaluate":
         from pixelclip.eval.datasets import BENCHMARKS
 

@@ -13,7 +13,8 @@ import torch
 import pixelclip
 from pipelines import storage
 from pipelines.ray_leftovers import live_actors
-from pipelines.stages.train.driver import TrainJobConfig, run_train
+from pipelines.stages.train.driver import run_train
+from pipelines.stages.train.job import TrainJobConfig
 from pipelines.stages.train.reader import iter_batches, training_dataset
 from pixelclip.io import load_pixelclip
 
@@ -113,7 +114,7 @@ def test_killed_worker_is_replaced_training_resumes_and_resumes_again_by_name(st
     version = client.get_model_version("pixelclip-train-test", "1")
     assert version.run_id == runs[0].info.run_id
     # the loss falls: the fine-tuned model against a fresh one on the same fixed batch
-    cfg = pixelclip.config.config_from_dict(job.model)
+    cfg = job.model
     batch = next(iter_batches(training_dataset(ready, cfg, store, seed=1), 4))
     tuned, _ = _final_meta("tiny-kill", total, store, tmp_path)
     assert _eval_loss(tuned, batch) < _eval_loss(pixelclip.build_pixelclip(cfg), batch)

@@ -15,7 +15,8 @@ import pytest
 import pixelclip
 from pipelines.ray_leftovers import live_actors, live_groups
 from pipelines.stages.train.loop import uninformed_loss
-from pipelines.stages.tune.sweep import TuneJobConfig, best_trial, param_space, parse_search, run_tune
+from pipelines.stages.tune.job import TuneJobConfig, parse_search
+from pipelines.stages.tune.sweep import best_trial, param_space, run_tune
 from pipelines.storage import StorageError
 from pixelclip.config import ConfigError
 
@@ -26,9 +27,9 @@ def _model(steps: int = 12, length: int | None = None) -> dict:
                                           "data.crop=48", *extra]).to_dict()
 
 
-def _job(**kw) -> TuneJobConfig:
-    base = dict(data="s3://data/train-ready/", storage="s3://data/sweeps", name="sweep", model=_model(),
-                search={"prompts.num_clusters": [4, 8]})
+def _job(train: dict | None = None, **kw) -> TuneJobConfig:
+    base = dict(storage="s3://data/sweeps", name="sweep", search={"prompts.num_clusters": [4, 8]},
+                train={"data": "s3://data/train-ready/", "model": _model(), **(train or {})})
     return TuneJobConfig(**{**base, **kw})
 
 
@@ -65,20 +66,23 @@ def test_bad_search_names_the_field(search, message):
         _job(search=search).validate()
 
 
-def test_bad_job_fields_are_named():
+def test_bad_job_fields_are_named(monkeypatch):
     with pytest.raises(ValueError, match=r"tune\.mode"):
         _job(mode="best").validate()
     with pytest.raises(ValueError, match=r"tune\.grace_period"):
         _job(grace_period=13).validate()
     with pytest.raises(ValueError, match=r"train\.workers"):
-        _job(workers=3).validate()  # batch 4 does not split over 3 workers
+        _job({"workers": 3}).validate()  # batch 4 does not split over 3 workers
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(ValueError, match="needs an MLflow server"):
         _job(register_as="m").validate()
+    with pytest.raises(ConfigError, match=r"tune\.train\.name is set per trial"):
+        _job({"name": "mine"}).validate()
 
 
 def test_trial_job_applies_values_and_names_the_run():
     job = _job().trial_job({"prompts.num_clusters": 8, "prompts.length": 2}, "abc_00001", "parent-id")
-    assert job.model["prompts"] == {**_model()["prompts"], "num_clusters": 8, "length": 2}
+    assert job.model.to_dict()["prompts"] == {**_model()["prompts"], "num_clusters": 8, "length": 2}
     assert job.name == "sweep-abc_00001" and job.storage == "s3://data/sweeps/sweep/runs"
     assert job.parent_run_id == "parent-id" and job.tags == {"pixelclip.sweep": "sweep", "pixelclip.trial": "abc_00001"}
 
@@ -142,14 +146,14 @@ def test_sweep_interrupted_resumes_and_registers_best(store, ray_local, ready, m
 
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # keys given in code only: no trial could find them
     with pytest.raises(StorageError, match="not in this process's environment"):
-        run_tune(TuneJobConfig(data=ready, storage="s3://data/sweeps", name="kl", model=_model(12),
+        run_tune(TuneJobConfig(storage="s3://data/sweeps", name="kl", train={"data": ready, "model": _model(12)},
                                search={"prompts.num_clusters": [4, 8]}), store)
     for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         monkeypatch.setenv(k, env[k])
-    job = TuneJobConfig(data=ready, storage="s3://data/sweeps", name="kl", model=_model(12, length=2),
-                        search={"prompts.num_clusters": [4, 8]}, grace_period=4,
-                        log_every=2, checkpoint_every=4, register_as="pixelclip-tune", tracking_uri=uri,
-                        max_concurrent=1)
+    job = TuneJobConfig(storage="s3://data/sweeps", name="kl", search={"prompts.num_clusters": [4, 8]},
+                        grace_period=4, register_as="pixelclip-tune", max_concurrent=1,
+                        train={"data": ready, "model": _model(12, length=2), "log_every": 2, "checkpoint_every": 4,
+                               "tracking_uri": uri})
     out = run_tune(job, store)
     assert out["resumed"] is True
     assert live_groups() == set() and live_actors() == {}, (live_groups(), live_actors())  # ASHA's stop included

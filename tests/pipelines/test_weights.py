@@ -91,7 +91,8 @@ def test_evaluate_models_are_opened_on_the_driver_and_made_absolute(tmp_path, mo
 @pytest.mark.slow
 def test_stages_refuse_bad_weights_before_any_ray_work(store, ray_local, ready):
     from pipelines.stages.prepare import PrepareConfig, run_prepare
-    from pipelines.stages.train.driver import TrainJobConfig, build_trainer
+    from pipelines.stages.train.driver import build_trainer
+    from pipelines.stages.train.job import TrainJobConfig
 
     with pytest.raises(WeightsError, match=r"^prepare\.weights: s3://data/w/missing\.pth does not exist"):
         run_prepare(PrepareConfig(input="s3://data/train-raw/", output="s3://data/never/", source="dino",

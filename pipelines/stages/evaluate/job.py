@@ -34,12 +34,15 @@ from pipelines.images import open_dataset
 from pipelines.stages.evaluate.report import summarize, write_results
 from pixelclip.eval.datasets import BENCHMARKS
 from pixelclip.eval.miou import ConfusionMatrix
+from pixelclip.typed import ConfigError, check
 
 
 @dataclass
 class EvalJobConfig:
-    model: str  # see pipelines.models: models:/..., a .safetensors checkpoint, openclip:NAME[:TAG]
-    benchmarks: dict[str, str]  # benchmark name -> dataset root (local folder or s3:// prefix)
+    model: str = ""  # the model to evaluate (pipelines.models): models:/..., a .safetensors checkpoint,
+    #   openclip:NAME[:TAG]; required
+    benchmarks: dict[str, str] = field(default_factory=dict)  # benchmark name -> dataset root (a folder or
+    #   s3:// prefix); required
     output: str | None = None  # folder or s3:// prefix for results.json and results.md
     modes: list[str] = field(default_factory=lambda: ["maskclip"])  # dense readouts to compare
     task: str = "semseg"  # or "masks": zero-shot classification of the ground-truth class regions
@@ -53,33 +56,37 @@ class EvalJobConfig:
     use_gpu: bool | None = None  # None: GPUs when the cluster has them
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI
     run_id: str | None = None  # MLflow run to log to; default: the run of a registry model
-    class_names: dict = field(default_factory=dict)  # benchmark -> own class names (a dataset in its layout)
+    class_names: dict[str, list[str]] = field(default_factory=dict)  # benchmark -> its own class names (your
+    #   dataset in a benchmark's layout)
     masks: str | None = None  # task "masks": folder / s3:// prefix of <id>.png instance maps (default: the truth)
 
-    def validate(self) -> EvalJobConfig:
+    def validate(self, p: str = "evaluate") -> EvalJobConfig:
         from pipelines.models import TEMPLATES, parse_source
         from pixelclip.model.backbone import DENSE_MODES
 
-        parse_source(self.model)
+        check(bool(self.model), f"{p}.model", "is required (models:/NAME@ALIAS, a checkpoint, openclip:...)",
+              self.model)
+        try:
+            parse_source(self.model)
+        except ValueError as e:
+            raise ConfigError(f"{p}.model: {e}") from None
         if not self.benchmarks:
-            raise ValueError("evaluate.benchmarks is empty: give NAME=ROOT, e.g. voc-20=/data/datasets")
+            raise ConfigError(f"{p}.benchmarks is empty: give NAME=ROOT, e.g. voc-20=/data/datasets")
         for name in [*self.benchmarks, *self.class_names]:
             if name not in BENCHMARKS:
-                raise ValueError(f"evaluate.benchmarks: unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
+                raise ConfigError(f"{p}.benchmarks: unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
         bad = [m for m in self.modes if m not in DENSE_MODES]
-        if not self.modes or bad:
-            raise ValueError(f"evaluate.modes {self.modes} must be a non-empty list of {', '.join(DENSE_MODES)}")
+        check(bool(self.modes) and not bad, f"{p}.modes", f"must be a non-empty list of {', '.join(DENSE_MODES)}",
+              self.modes)
         checks = [("task", self.task, ("semseg", "masks")), ("protocol", self.protocol, ("whole", "slide")),
                   ("templates", self.templates, tuple(TEMPLATES))]
         for name, value, allowed in checks:
-            if value not in allowed:
-                raise ValueError(f"evaluate.{name} must be one of {', '.join(allowed)}, got {value!r}")
+            check(value in allowed, f"{p}.{name}", f"must be one of {', '.join(allowed)}", value)
         if self.masks and self.task != "masks":
-            raise ValueError("evaluate.masks is for task 'masks' (mask classification); set --task masks")
+            raise ConfigError(f"{p}.masks is for task 'masks' (mask classification); set --task masks")
         for name in ("limit", "batch_size", "concurrency", "image_size"):
             v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"evaluate.{name} must be >= 1, got {v}")
+            check(v is None or v >= 1, f"{p}.{name}", "must be >= 1", v)
         return self
 
 

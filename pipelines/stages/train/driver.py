@@ -19,77 +19,16 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipelines import storage
 from pipelines.ray_leftovers import sigint_restored
 from pipelines.stages.train import loop
 from pipelines.stages.train.checkpoints import CHECKPOINT_FILE, latest_checkpoint
+from pipelines.stages.train.job import LoopConfig, TrainJobConfig
 from pipelines.stages.train.progress import send_pending_metrics
 
 log = logging.getLogger("pixelclip.train")
-
-
-@dataclass
-class TrainJobConfig:
-    data: str  # training-ready shards (s3:// or a folder)
-    storage: str  # where runs and checkpoints live (s3:// or a folder)
-    name: str  # run name: the same name resumes the run
-    model: dict = field(default_factory=dict)  # pixelclip Config as a dict (see pixelclip.config)
-    workers: int = 2
-    cpus_per_worker: float = 1.0  # leave CPUs free for Ray Data, which feeds the workers
-    use_gpu: bool | None = None  # None: GPUs when the cluster has them
-    checkpoint_every: int = 100
-    log_every: int = 10
-    max_failures: int = 2
-    placement: str = "PACK"  # Ray placement of the workers: PACK, SPREAD, or STRICT_SPREAD (one per node, so that
-    #   losing a node costs one worker)
-    seed: int | None = None  # augmentation seed; None draws fresh views every epoch
-    tracking_uri: str | None = None  # MLflow server; default: MLFLOW_TRACKING_URI; None and unset: no tracking
-    experiment: str = "pixelclip"
-    register_as: str | None = None  # register the final model under this name in the MLflow registry
-    parent_run_id: str | None = None  # MLflow parent run (a sweep's); the run becomes its child
-    tags: dict = field(default_factory=dict)  # extra MLflow tags of the run
-    validation: dict | None = None  # zero-shot mIoU while training: validation.ValidationConfig fields
-    #   (validate() fills in every default: what the workers read)
-    precision: str = "bf16"  # on GPUs: "bf16" autocast for the encoders and the decoder (clustering stays
-    #   fp32/fp64), or "fp32" as the authors trained; CPUs always run fp32
-    masks: dict | None = None  # where the masks come from: pipelines.stages.train.online_masks.OnlineMasksConfig fields
-    #   (None: the records' own; {"source": "dino", ...}: DINO k-means on each training crop, on GPU actors)
-
-    def validate(self) -> TrainJobConfig:
-        from pixelclip.config import config_from_dict
-
-        cfg = config_from_dict(self.model)
-        if self.workers < 1:
-            raise ValueError(f"train.workers must be >= 1, got {self.workers}")
-        if cfg.optim.batch_size % self.workers:
-            raise ValueError(f"optim.batch_size {cfg.optim.batch_size} must be divisible by train.workers "
-                             f"{self.workers} (each worker takes an equal share of the global batch)")
-        for n in ("checkpoint_every", "log_every"):
-            if getattr(self, n) < 1:
-                raise ValueError(f"train.{n} must be >= 1, got {getattr(self, n)}")
-        if not self.name or "/" in self.name:
-            raise ValueError(f"train.name must be a non-empty name without '/', got {self.name!r}")
-        if self.placement not in ("PACK", "SPREAD", "STRICT_SPREAD"):
-            raise ValueError(f"train.placement must be PACK, SPREAD or STRICT_SPREAD, got {self.placement!r}")
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"train.precision must be bf16 or fp32, got {self.precision!r}")
-        if self.validation is not None:
-            from pipelines.stages.train.validation import ValidationConfig
-
-            if not isinstance(self.validation, dict):
-                raise ValueError(f"train.validation must be a mapping, got {self.validation!r}")
-            try:
-                self.validation = asdict(ValidationConfig(**self.validation).validate())
-            except TypeError as e:
-                raise ValueError(f"train.validation: {e}") from None
-        if self.masks is not None:
-            from pipelines.stages.train.online_masks import OnlineMasksConfig
-
-            self.masks = asdict(OnlineMasksConfig.from_dict(self.masks))
-        return self
 
 
 def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = None, callbacks: list | None = None):
@@ -99,19 +38,19 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipelines.stages.train.online_masks import OnlineMasks, OnlineMasksConfig
+    from pipelines.stages.train.online_masks import OnlineMasks
     from pipelines.stages.train.reader import training_dataset
     from pipelines.weights import driver_model
     from pixelclip.config import config_from_dict
 
     job.validate()
     opts = opts or storage.StorageOptions.from_env()
-    job.model = driver_model(job.model, opts)  # weights checked and absolute, the name the one built
-    cfg = config_from_dict(job.model)
+    # weights checked and absolute, the name the one built
+    job.model = cfg = config_from_dict(driver_model(job.model.to_dict(), opts))
     storage.check_writable(job.storage, opts)
     resources = ray.cluster_resources()
     use_gpu = bool(resources.get("GPU", 0)) if job.use_gpu is None else job.use_gpu
-    masks = OnlineMasksConfig.from_dict(job.masks)
+    masks = job.masks
     online = OnlineMasks(masks, job.workers, use_gpu, opts, seed=cfg.seed) if masks.source == "dino" else None
     ds = training_dataset(job.data, cfg, opts, seed=job.seed, online=online)
     held = job.workers * job.cpus_per_worker + (online.cpus if online else 0.0)
@@ -125,14 +64,13 @@ def build_trainer(job: TrainJobConfig, opts: storage.StorageOptions | None = Non
         per_worker["GPU"] = online.worker_gpu
     fs, path = storage.arrow_fs(job.storage, storage.for_ray(opts), with_keys=False)  # Ray pickles it
     tracking_uri = job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    loop_config = {"model": job.model, "data": job.data, "run_uri": storage.join(job.storage, job.name),
-                   "log_every": job.log_every,
-                   "checkpoint_every": job.checkpoint_every, "tracking_uri": tracking_uri,
-                   "validation": job.validation, "precision": job.precision,
-                   "run_id": mlflow_run(job, tracking_uri)}
+    loop_config = LoopConfig(model=cfg, data=job.data, run_uri=storage.join(job.storage, job.name),
+                             log_every=job.log_every, checkpoint_every=job.checkpoint_every,
+                             precision=job.precision, validation=job.validation, tracking_uri=tracking_uri,
+                             run_id=mlflow_run(job, tracking_uri))
     return TorchTrainer(
         loop.train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config={"loop": loop_config},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=job.workers, use_gpu=use_gpu,
                                                resources_per_worker=per_worker, placement_strategy=job.placement),
@@ -180,7 +118,7 @@ def mlflow_run(job: TrainJobConfig, tracking_uri: str | None) -> str | None:
     if job.parent_run_id:
         tags["mlflow.parentRunId"] = job.parent_run_id
     run = client.create_run(exp_id, run_name=job.name, tags=tags)
-    params = {**_flatten(job.model, "model."), "train.workers": job.workers, "train.data": job.data,
+    params = {**_flatten(job.model.to_dict(), "model."), "train.workers": job.workers, "train.data": job.data,
               "train.storage": job.storage, "train.checkpoint_every": job.checkpoint_every}
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
@@ -209,36 +147,36 @@ def run_train(job: TrainJobConfig, opts: storage.StorageOptions | None = None) -
         raise
     opts = opts or storage.StorageOptions.from_env()
     send_pending_metrics(config, opts)
-    final = latest_checkpoint(config["run_uri"], opts)
+    final = latest_checkpoint(config.run_uri, opts)
     version = None
-    if config.get("run_id") and final and not result.error:
-        version = log_final_model(config, final, job, opts)
+    if config.run_id and final and not result.error:
+        version = log_final_model(config.tracking_uri, config.run_id, final, job, opts)
     finish_run(config, "FAILED" if result.error else "FINISHED")
     return {"metrics": result.metrics, "checkpoint": final, "path": result.path,
-            "error": repr(result.error) if result.error else None, "mlflow_run_id": config.get("run_id"),
+            "error": repr(result.error) if result.error else None, "mlflow_run_id": config.run_id,
             "registered_version": version}
 
 
-def log_final_model(config: dict, checkpoint_uri: str, job: TrainJobConfig, opts) -> str | None:
+def log_final_model(tracking_uri: str, run_id: str, checkpoint_uri: str, job: TrainJobConfig, opts) -> str | None:
     """Log the final checkpoint to the run as a pyfunc (+ safetensors + open_clip export); register it."""
     import mlflow
 
     from pipelines.registry import log_model
 
-    mlflow.set_tracking_uri(config["tracking_uri"])
-    with tempfile.TemporaryDirectory() as d, mlflow.start_run(run_id=config["run_id"]):
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as d, mlflow.start_run(run_id=run_id):
         local = Path(d) / CHECKPOINT_FILE
         storage.download(checkpoint_uri, local, opts)  # with this job's credentials
-        info = log_model(str(local), registered_model_name=job.register_as, config=job.model)
+        info = log_model(str(local), registered_model_name=job.register_as, config=job.model.to_dict())
     version = getattr(info, "registered_model_version", None)
     return str(version) if version is not None else None
 
 
-def finish_run(config: dict, status: str) -> None:
-    if config.get("run_id"):
+def finish_run(config: LoopConfig, status: str) -> None:
+    if config.run_id:
         import mlflow
 
-        mlflow.MlflowClient(config["tracking_uri"]).set_terminated(config["run_id"], status)
+        mlflow.MlflowClient(config.tracking_uri).set_terminated(config.run_id, status)
 
 
 def summary_json(summary: dict) -> str:

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from pipelines import storage
 from pipelines.stages.train.checkpoints import latest_checkpoint, report, restore
+from pipelines.stages.train.job import LoopConfig
 from pipelines.stages.train.progress import Progress
 
 
@@ -30,16 +31,19 @@ def uninformed_loss(k: int) -> float:
     return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """The worker loop: build, (resume,) stream batches, step, report, checkpoint."""
+def train_loop_per_worker(train_loop_config: dict) -> None:
+    """The worker loop: build, (resume,) stream batches, step, report, checkpoint.
+    `train_loop_config["loop"]` is the driver's `LoopConfig`."""
+    import copy
+
     import ray.train
     import ray.train.torch
 
     import pixelclip
     from pipelines.stages.train.reader import iter_batches
-    from pixelclip.config import config_from_dict
 
-    cfg = config_from_dict(config["model"])
+    config: LoopConfig = train_loop_config["loop"]
+    cfg = copy.deepcopy(config.model)
     if cfg.backbone.pretrained and storage.is_s3(cfg.backbone.pretrained):  # checked on the driver
         from pipelines.weights import local_weights
 
@@ -50,23 +54,23 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(cfg.seed + rank)
     task = pixelclip.build_pixelclip(cfg, device=device)
     ddp = ray.train.torch.prepare_model(task, parallel_strategy="ddp")
-    amp = torch.bfloat16 if device.type == "cuda" and config.get("precision", "bf16") == "bf16" else None
+    amp = torch.bfloat16 if device.type == "cuda" and config.precision == "bf16" else None
     trainer = pixelclip.Trainer(task, cfg, forward=ddp, autocast_dtype=amp, all_ok=lambda ok: _all_ok(ok, device))
     step = 0
-    ckpt, stored = ray.train.get_checkpoint(), latest_checkpoint(config["run_uri"])
+    ckpt, stored = ray.train.get_checkpoint(), latest_checkpoint(config.run_uri)
     if ckpt is not None or stored is not None:
         step = restore(task, trainer, ckpt, stored)
         print(f"rank {rank} resumed at step {step}", flush=True)
     shard = ray.train.get_dataset_shard("train")
     per_worker = cfg.optim.batch_size // world
-    progress = Progress(config.get("run_id"), config.get("tracking_uri"), cfg.optim.steps,
+    progress = Progress(config.run_id, config.tracking_uri, cfg.optim.steps,
                          cfg.optim.batch_size) if rank == 0 else None
-    val_cfg = config.get("validation")
+    val_cfg = config.validation
     validator, last_val = None, {}
-    if val_cfg and rank == 0:
-        from pipelines.stages.train.validation import ValidationConfig, Validator
+    if val_cfg is not None and rank == 0:
+        from pipelines.stages.train.validation import Validator
 
-        validator = Validator(ValidationConfig(**val_cfg))
+        validator = Validator(val_cfg)
         last_val = {**validator(task), "val_step": step}  # the starting point (or the resumed one)
         print(f"validation at step {step}: mIoU {last_val['val_miou']:.2f} on {len(validator)} images "
               f"({last_val['val_seconds']:.1f} s)", flush=True)
@@ -87,8 +91,8 @@ def train_loop_per_worker(config: dict) -> None:
                 n_last += 1
                 if math.isfinite(m["loss"]):
                     losses.append(m["loss"])
-                due_log, due_ckpt = step % config["log_every"] == 0, step % config["checkpoint_every"] == 0
-                due_val = bool(val_cfg) and (step % val_cfg["every"] == 0 or step == total)
+                due_log, due_ckpt = step % config.log_every == 0, step % config.checkpoint_every == 0
+                due_val = val_cfg is not None and (step % val_cfg.every == 0 or step == total)
                 if due_log or due_ckpt or due_val or step == total:
                     if validator is not None and due_val:
                         last_val = {**validator(task), "val_step": step}
@@ -101,15 +105,15 @@ def train_loop_per_worker(config: dict) -> None:
                     t_last, n_last, waited, losses = now, 0, 0.0, []
                     if progress is not None:
                         progress(step, m)
-                    report(m, task, trainer, step, config["model"], due_ckpt or step == total)
+                    report(m, task, trainer, step, config.model.to_dict(), due_ckpt or step == total)
                 elif progress is not None:
                     progress.tick(step, m)
                 if step >= total:
                     break
                 t_ask = time.perf_counter()
             if not got_batch:
-                raise RuntimeError(f"worker {rank} got no batch of {per_worker} images from {config['data']}: "
+                raise RuntimeError(f"worker {rank} got no batch of {per_worker} images from {config.data}: "
                                    "too few training records for the global batch size")
     finally:  # what MLflow has not taken yet is written to the run's storage, replayed by the driver
         if progress is not None:
-            progress.close(config["run_uri"])
+            progress.close(config.run_uri)

@@ -25,55 +25,13 @@ are computed once per image (at 640x640, whatever its aspect) and each crop sees
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 
 from pipelines import storage
+from pipelines.stages.train.job import OnlineMasksConfig
 from pipelines.weights import check_weights, local_weights
-from pixelclip.data.masks import DINO_ARCH
-
-SOURCES = ("stored", "dino")
-
-
-@dataclass
-class OnlineMasksConfig:
-    source: str = "stored"  # "stored": the records' own masks; "dino": DINO k-means on each training crop
-    weights: str | None = None  # DINO ViT-S/16 weights (official .pth or timm safetensors): local or s3://
-    arch: str = DINO_ARCH  # timm architecture of the weights; "tiny": a small random ViT (tests only)
-    k: int = 16  # k-means clusters per crop (the authors: 16)
-    actors: int | None = None  # DINO actors; default: one per training worker
-    gpus_per_actor: float = 0.25  # GPU clusters: each actor's share of a GPU; the workers take the rest of theirs
-    cpus_per_actor: float = 1.0
-    batch_size: int = 8  # crops per DINO call
-    allow_random_weights: bool = False  # tests and demos only: masks from an untrained DINO
-
-    def validate(self, prefix: str = "train.masks") -> OnlineMasksConfig:
-        if self.source not in SOURCES:
-            raise ValueError(f"{prefix}.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        if self.source == "dino" and not self.weights and not self.allow_random_weights:
-            raise ValueError(f"{prefix}.weights is required with masks from DINO (--dino-weights; "
-                             "--allow-random-weights only for tests)")
-        if self.k < 2:
-            raise ValueError(f"{prefix}.k must be >= 2, got {self.k}")
-        if not 0 < self.gpus_per_actor < 1:
-            raise ValueError(f"{prefix}.gpus_per_actor must be in (0, 1), got {self.gpus_per_actor}")
-        if self.actors is not None and self.actors < 1:
-            raise ValueError(f"{prefix}.actors must be >= 1, got {self.actors}")
-        if self.cpus_per_actor <= 0 or self.batch_size < 1:
-            raise ValueError(f"{prefix}.cpus_per_actor must be > 0 and {prefix}.batch_size >= 1")
-        return self
-
-    @classmethod
-    def from_dict(cls, d: dict | None, prefix: str = "train.masks") -> OnlineMasksConfig:
-        if d is None:
-            return cls()
-        if not isinstance(d, dict):
-            raise ValueError(f"{prefix} must be a mapping, got {d!r}")
-        try:
-            return cls(**d).validate(prefix)
-        except TypeError as e:
-            raise ValueError(f"{prefix}: {e}") from None
 
 
 class OnlineMasks:

@@ -77,24 +77,24 @@ class Progress:
             sys.stdout.flush()
 
 
-def send_pending_metrics(config: dict, opts, wait_s: float = 120.0) -> int:
+def send_pending_metrics(config, opts, wait_s: float = 120.0) -> int:
     """The metrics rank 0 could not write during an MLflow outage (RUN/pending_metrics/), sent to the
     run now, each once; retried for `wait_s` while the server is still away. Files that stay are sent
     by the next resume or run of the same name."""
-    if not config.get("run_id"):
+    if not config.run_id:  # a LoopConfig
         return 0
     import mlflow
 
     from pipelines.stages.train.metric_sink import replay_metrics
 
-    client = mlflow.MlflowClient(config["tracking_uri"])
+    client = mlflow.MlflowClient(config.tracking_uri)
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            sent = replay_metrics(config["run_uri"], client, config["run_id"], opts)
+            sent = replay_metrics(config.run_uri, client, config.run_id, opts)
         except Exception as e:  # the server is still away: training's result does not depend on it
             if time.monotonic() > deadline:
-                print(f"warning: {config['run_uri']}/pending_metrics/ not sent to MLflow ({type(e).__name__}); "
+                print(f"warning: {config.run_uri}/pending_metrics/ not sent to MLflow ({type(e).__name__}); "
                       "the next run of this name sends it", flush=True)
                 return 0
             time.sleep(5)

@@ -13,49 +13,11 @@ The learned prompts and the decoder play no part, as at inference.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import torch
 
 from pipelines import storage
-
-
-@dataclass
-class ValidationConfig:
-    benchmark: str  # a benchmark name (pixelclip.eval.datasets.BENCHMARKS), e.g. ade20k-150
-    root: str  # its root: a folder or an s3:// prefix
-    every: int = 100  # steps between validations (also at step 0 and at the last step)
-    limit: int | None = 64  # the first N images; None: all
-    split: str = "val"
-    class_names: list[str] | str | None = None  # the split's own classes: a list, or a file (one per line)
-    mode: str = "maskclip"  # dense readout (pixelclip.model.backbone.DENSE_MODES)
-    templates: str = "single"  # "single" or "ensemble" (pipelines.models.TEMPLATES)
-    groups: dict[str, list[str]] = field(default_factory=dict)  # name -> classes: also their mIoU
-
-    def validate(self) -> ValidationConfig:
-        from pipelines.models import TEMPLATES
-        from pixelclip.eval.datasets import BENCHMARKS
-        from pixelclip.model.backbone import DENSE_MODES
-
-        if self.benchmark not in BENCHMARKS:
-            raise ValueError(f"train.validation.benchmark: unknown benchmark {self.benchmark!r} "
-                             f"(known: {', '.join(BENCHMARKS)})")
-        if not self.root:
-            raise ValueError("train.validation.root is empty: give the benchmark's folder or s3:// prefix")
-        if self.every < 1:
-            raise ValueError(f"train.validation.every must be >= 1, got {self.every}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"train.validation.limit must be >= 1 or null, got {self.limit}")
-        if self.mode not in DENSE_MODES:
-            raise ValueError(f"train.validation.mode must be one of {', '.join(DENSE_MODES)}, got {self.mode!r}")
-        if self.templates not in TEMPLATES:
-            raise ValueError(f"train.validation.templates must be one of {', '.join(TEMPLATES)}, "
-                             f"got {self.templates!r}")
-        for name in self.groups:
-            if not name.replace("_", "").isalnum():
-                raise ValueError(f"train.validation.groups: {name!r} must be letters, digits and '_' "
-                                 "(it names the metric val_miou_<group>)")
-        return self
+from pipelines.stages.train.job import ValidationConfig
 
 
 class Validator:

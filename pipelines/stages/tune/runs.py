@@ -3,6 +3,7 @@ Tune ends it, and registering the best trial's model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from pipelines import storage
@@ -12,16 +13,17 @@ from pipelines.stages.train.driver import log_final_model
 
 def sweep_run(job) -> str | None:
     """The sweep's parent MLflow run: found by its tag (a resumed sweep logs into it) or created."""
-    if not job.tracking_uri:
+    uri, experiment = job.train.tracking_uri, job.train.experiment
+    if not uri:
         return None
     import mlflow
 
     from pipelines.mlflow_client import check_tracking
 
-    check_tracking(job.tracking_uri)
-    client = mlflow.MlflowClient(job.tracking_uri)
-    exp = client.get_experiment_by_name(job.experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(job.experiment)
+    check_tracking(uri)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     found = client.search_runs([exp_id], filter_string=f"tags.`pixelclip.sweep_parent` = '{job.name}'",
                                max_results=1)
     if found:
@@ -31,7 +33,8 @@ def sweep_run(job) -> str | None:
               "tune.metric": job.metric, "tune.mode": job.mode,
               "tune.scheduler": job.scheduler, "tune.num_samples": job.num_samples,
               "tune.grace_period": job.grace_period, "tune.reduction_factor": job.reduction_factor,
-              "tune.workers": job.workers, "tune.data": job.data}
+              "tune.train.workers": job.train.workers, "tune.train.data": job.train.data,
+              "tune.max_failures": job.max_failures}
     for k, v in params.items():
         client.log_param(run.info.run_id, k, str(v)[:6000])
     return run.info.run_id
@@ -42,9 +45,7 @@ def trial_closer(job, parent_run_id: str | None):
     stops trials from outside (ASHA, and at the last step), so the trial cannot close it itself."""
     from ray import tune
 
-    from pixelclip.config import config_from_dict
-
-    steps = config_from_dict(job.model).optim.steps
+    steps = job.steps
 
     class TrialCloser(tune.Callback):
         def _close(self, trial, status: str | None) -> None:
@@ -52,7 +53,7 @@ def trial_closer(job, parent_run_id: str | None):
                 return
             import mlflow
 
-            client = mlflow.MlflowClient(job.tracking_uri)
+            client = mlflow.MlflowClient(job.train.tracking_uri)
             exp_id = client.get_run(parent_run_id).info.experiment_id
             runs = client.search_runs([exp_id], filter_string=f"tags.`pixelclip.run` = '{job.name}-{trial.trial_id}'")
             step = (trial.last_result or {}).get("step")
@@ -93,12 +94,12 @@ def register_best(job, best: dict, run_id: str, parent_run_id: str, client, opts
     tags = client.get_run(parent_run_id).data.tags
     if "pixelclip.registered_version" in tags:  # a resumed, already finished sweep: nothing new
         return tags["pixelclip.registered_version"]
-    trial_job = job.trial_job(best["config"], best["trial_id"], parent_run_id)
-    trial_job.register_as = job.register_as
+    trial_job = dataclasses.replace(job.trial_job(best["config"], best["trial_id"], parent_run_id),
+                                    register_as=job.register_as)
     final = latest_checkpoint(storage.join(trial_job.storage, trial_job.name), opts)
     if final is None:
         raise RuntimeError(f"sweep {job.name}: best trial {best['trial_id']} has no checkpoint in storage")
-    version = log_final_model({"tracking_uri": job.tracking_uri, "run_id": run_id}, final, trial_job, opts)
+    version = log_final_model(job.train.tracking_uri, run_id, final, trial_job, opts)
     if version is not None:
         set_alias(job.register_as, job.alias, version, client)
         client.set_tag(parent_run_id, "pixelclip.registered_version", version)

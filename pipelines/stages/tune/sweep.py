@@ -25,167 +25,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipelines import storage
 from pipelines.ray_leftovers import released
-from pipelines.stages.train.driver import TrainJobConfig, build_trainer, finish_run
+from pipelines.stages.train.driver import build_trainer, finish_run
 from pipelines.stages.train.progress import send_pending_metrics
+from pipelines.stages.tune.job import DIST, VARIANT, TuneJobConfig
 from pipelines.stages.tune.runs import close_children, register_best, sweep_run, trial_closer
-
-VARIANT = "variant"  # the search-space key of the named variants
-_DIST = re.compile(r"^(uniform|loguniform|randint)\(\s*([^,]+?)\s*,\s*([^,]+?)\s*\)$")
-
-
-@dataclass
-class TuneJobConfig:
-    data: str  # training-ready shards (s3:// or a folder)
-    storage: str  # where sweeps live (s3:// or a folder)
-    name: str  # sweep name: the same name resumes the sweep
-    model: dict = field(default_factory=dict)  # the base pixelclip Config as a dict
-    search: dict = field(default_factory=dict)  # dotted field -> list of values, or "uniform(a,b)" ...
-    num_samples: int = 1  # draws of the distributions (a grid is repeated this many times)
-    metric: str = "loss_rel"
-    mode: str = "min"
-    scheduler: str = "asha"  # "asha" or "fifo" (every trial runs to the end)
-    grace_period: int | None = None  # steps before ASHA may stop a trial; default: a quarter of the steps
-    reduction_factor: float = 2.0
-    max_concurrent: int | None = None  # default: as many as the cluster's CPUs / GPUs fit
-    workers: int = 2  # per trial
-    cpus_per_worker: float = 1.0
-    use_gpu: bool | None = None
-    checkpoint_every: int = 100
-    log_every: int = 10
-    max_failures: int = 1  # per trial, on top of Ray Train's own worker restarts
-    seed: int | None = None
-    tracking_uri: str | None = None
-    experiment: str = "pixelclip"
-    register_as: str | None = None  # register the best trial's model under this name
-    alias: str = "candidate"  # ...and point this alias at it
-    validation: dict | None = None  # zero-shot mIoU while training (pipelines.stages.train.validation): metric val_miou
-    variants: dict = field(default_factory=dict)  # name -> ["section.field=value", ...]: a grid over named
-    #   configurations (an ablation table), crossed with `search`
-    masks: dict | None = None  # where the trials' masks come from (train.online_masks.OnlineMasksConfig)
-    precision: str = "bf16"  # the trials' precision on GPUs (TrainJobConfig.precision)
-
-    def validate(self) -> TuneJobConfig:
-        from pixelclip.config import config_from_dict
-
-        if not self.name or "/" in self.name:
-            raise ValueError(f"tune.name must be a non-empty name without '/', got {self.name!r}")
-        if not self.search and not self.variants:
-            raise ValueError("tune.search is empty: give at least one field to search, "
-                             "e.g. prompts.num_clusters=16,32,64 (or named variants)")
-        if VARIANT in self.search:
-            raise ValueError(f"tune.search: {VARIANT!r} is the name of the variants' grid; give variants instead")
-        for name, items in self.variants.items():
-            if not name or not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-                raise ValueError(f"tune.variants.{name}: expected a list of 'section.field=value' overrides, "
-                                 f"got {items!r}")
-            try:
-                config_from_dict(_variant_model(self.model, items))
-            except ValueError as e:
-                raise ValueError(f"tune.variants.{name}: {e}") from None
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"tune.mode must be 'min' or 'max', got {self.mode!r}")
-        if self.scheduler not in ("asha", "fifo"):
-            raise ValueError(f"tune.scheduler must be 'asha' or 'fifo', got {self.scheduler!r}")
-        if self.num_samples < 1:
-            raise ValueError(f"tune.num_samples must be >= 1, got {self.num_samples}")
-        if self.reduction_factor <= 1:
-            raise ValueError(f"tune.reduction_factor must be > 1, got {self.reduction_factor}")
-        steps = config_from_dict(self.model).optim.steps
-        if self.grace_period is not None and not 1 <= self.grace_period <= steps:
-            raise ValueError(f"tune.grace_period must be in [1, optim.steps={steps}], got {self.grace_period}")
-        for key, values in self.search.items():
-            for v in _candidates(key, values):  # every value must make a valid configuration
-                config_from_dict(_with(self.model, key, v))
-        if self.register_as and not self.tracking_uri:
-            raise ValueError("tune.register_as needs an MLflow server: set tune.tracking_uri or MLFLOW_TRACKING_URI")
-        self.trial_job({})  # the training-job fields (workers, batch split, ...) are valid
-        return self
-
-    def trial_job(self, overrides: dict, trial_id: str = "check", parent_run_id: str | None = None
-                  ) -> TrainJobConfig:
-        """The training job of one trial: the base model with the trial's values."""
-        overrides = dict(overrides)
-        variant = overrides.pop(VARIANT, None)
-        model = _variant_model(self.model, self.variants.get(variant, []))
-        for key, value in overrides.items():
-            model = _with(model, key, value)
-        from pixelclip.config import config_from_dict
-
-        model = config_from_dict(model).to_dict()  # typed values ("1e-3" from YAML is a float here)
-        tags = {"pixelclip.sweep": self.name, "pixelclip.trial": trial_id}
-        if variant is not None:
-            tags["pixelclip.variant"] = variant
-        return TrainJobConfig(
-            data=self.data, storage=storage.join(self.storage, self.name, "runs"), name=f"{self.name}-{trial_id}",
-            model=model, workers=self.workers, cpus_per_worker=self.cpus_per_worker, use_gpu=self.use_gpu,
-            checkpoint_every=self.checkpoint_every, log_every=self.log_every, seed=self.seed,
-            tracking_uri=self.tracking_uri, experiment=self.experiment, parent_run_id=parent_run_id,
-            tags=tags, validation=self.validation, masks=self.masks, precision=self.precision).validate()
-
-
-def parse_search(items: list[str]) -> dict:
-    """`["prompts.num_clusters=8,16", "cluster.epsilon=loguniform(0.01,0.1)"]` -> a search dict."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--search {item!r} must look like section.field=a,b,c or section.field=uniform(a,b)")
-        key, raw = (s.strip() for s in item.split("=", 1))
-        if _DIST.match(raw):
-            out[key] = raw
-        else:
-            out[key] = [yaml.safe_load(v) for v in raw.split(",") if v.strip()]
-            if not out[key]:
-                raise ValueError(f"--search {item!r} gives no value for {key}")
-    return out
-
-
-def _with(model: dict, key: str, value: Any) -> dict:
-    """`model` with the dotted field `key` set to `value`."""
-    from pixelclip.typed import merge_dicts
-
-    nested: dict = {key.split(".")[-1]: value}
-    for part in reversed(key.split(".")[:-1]):
-        nested = {part: nested}
-    return merge_dicts(model, nested)
-
-
-def _variant_model(model: dict, items: list[str]) -> dict:
-    """`model` with a variant's `section.field=value` overrides."""
-    from pixelclip.typed import merge_dicts, parse_override
-
-    for item in items:
-        model = merge_dicts(model, parse_override(item))
-    return model
-
-
-def parse_variant(item: str) -> tuple[str, list[str]]:
-    """`"no-momentum: momentum.gamma=0; cluster.epsilon=0.1"` -> ("no-momentum", [overrides])."""
-    name, sep, rest = item.partition(":")
-    if not sep or not name.strip():
-        raise ValueError(f"--variant {item!r} must look like NAME: section.field=value; section.field=value")
-    return name.strip(), [o.strip() for o in rest.split(";") if o.strip()]
-
-
-def _candidates(key: str, values: Any) -> list:
-    """Values to check a search entry with: the list itself, or a distribution's two bounds."""
-    if isinstance(values, list):
-        return values
-    m = _DIST.match(str(values))
-    if not m:
-        raise ValueError(f"tune.search.{key}: expected a list of values or uniform(a,b) / loguniform(a,b) / "
-                         f"randint(a,b), got {values!r}")
-    lo, hi = float(m.group(2)), float(m.group(3))
-    if not lo < hi or (m.group(1) == "loguniform" and lo <= 0):
-        raise ValueError(f"tune.search.{key}: bounds of {values!r} must satisfy 0 < a < b for loguniform, a < b else")
-    return [int(lo), int(hi) - 1] if m.group(1) == "randint" else [lo, hi]
 
 
 def param_space(search: dict, variants: dict | None = None) -> dict:
@@ -198,7 +45,7 @@ def param_space(search: dict, variants: dict | None = None) -> dict:
         if isinstance(values, list):
             space[key] = tune.grid_search(values)
         else:
-            kind, lo, hi = _DIST.match(values).groups()
+            kind, lo, hi = DIST.match(values).groups()
             space[key] = (tune.randint(int(float(lo)), int(float(hi))) if kind == "randint"
                           else getattr(tune, kind)(float(lo), float(hi)))
     return space
@@ -209,7 +56,7 @@ def _trial(config: dict, sweep: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    job_cfg = TuneJobConfig(**sweep["job"])
+    job_cfg: TuneJobConfig = sweep["job"]
     trial_id = ray.tune.get_context().get_trial_id()
     job = job_cfg.trial_job(config, trial_id, sweep["parent_run_id"])
     trainer, loop = build_trainer(job, sweep["opts"], callbacks=[TuneReportCallback()])
@@ -229,10 +76,11 @@ def default_concurrency(job: TuneJobConfig) -> int:
     import ray
 
     res = ray.cluster_resources()
-    n = int(res.get("CPU", 0) // (job.workers * job.cpus_per_worker + 1))
-    use_gpu = bool(res.get("GPU", 0)) if job.use_gpu is None else job.use_gpu
+    t = job.train
+    n = int(res.get("CPU", 0) // (t.workers * t.cpus_per_worker + 1))
+    use_gpu = bool(res.get("GPU", 0)) if t.use_gpu is None else t.use_gpu
     if use_gpu:
-        n = min(n, int(res.get("GPU", 0) // job.workers))
+        n = min(n, int(res.get("GPU", 0) // t.workers))
     return max(n, 1)
 
 
@@ -241,7 +89,7 @@ def _scheduler(job: TuneJobConfig, steps: int):
 
     if job.scheduler == "fifo":
         return FIFOScheduler()
-    grace = job.grace_period or max(job.log_every, steps // 4)
+    grace = job.grace_period or max(job.train.log_every, steps // 4)
     return ASHAScheduler(time_attr="step", max_t=steps, grace_period=grace, reduction_factor=job.reduction_factor)
 
 
@@ -249,12 +97,10 @@ def build_tuner(job: TuneJobConfig, opts: storage.StorageOptions | None = None, 
     """A Ray Tune `Tuner` for the sweep: restored from storage when the sweep exists there."""
     from ray import tune
 
-    from pixelclip.config import config_from_dict
-
     opts = opts or storage.StorageOptions.from_env()
-    steps = config_from_dict(job.model).optim.steps
+    steps = job.steps
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, sweep={"job": asdict(job), "opts": storage.for_ray(opts),
+        tune.with_parameters(_trial, sweep={"job": job, "opts": storage.for_ray(opts),
                                             "parent_run_id": parent_run_id}),
         {"CPU": 0.1})  # the trial only drives its trainer; its workers hold the resources
     fs, path = storage.arrow_fs(job.storage, opts, with_keys=False)  # Tune pickles it into its state
@@ -281,9 +127,7 @@ def trial_rows(experiment_path: str, job: TuneJobConfig, opts, results=None) -> 
     interrupted) and its error."""
     from ray.tune import ExperimentAnalysis
 
-    from pixelclip.config import config_from_dict
-
-    steps = config_from_dict(job.model).optim.steps
+    steps = job.steps
     fs, _ = storage.arrow_fs(job.storage, opts, with_keys=False)
     errors = {r.path.rstrip("/").rsplit("/", 1)[-1]: r.error for r in results or [] if r.error}
     rows = []
@@ -309,13 +153,13 @@ def best_trial(rows: list[dict], job: TuneJobConfig) -> dict:
 def check_weights_on_driver(job: TuneJobConfig, opts) -> None:
     """Every weights file the trials will open (backbone, DINO), checked once before any trial starts;
     local paths become absolute, so that trials on any node find them."""
-    from pipelines.stages.train.online_masks import OnlineMasksConfig
     from pipelines.weights import check_weights, driver_model
+    from pixelclip.config import config_from_dict
 
-    job.model = driver_model(job.model, opts)
-    masks = OnlineMasksConfig.from_dict(job.masks, "tune.masks")
+    job.train.model = config_from_dict(driver_model(job.train.model.to_dict(), opts))
+    masks = job.train.masks
     if masks.source == "dino" and masks.weights:
-        job.masks = {**asdict(masks), "weights": check_weights(masks.weights, "tune.masks.weights", opts)}
+        masks.weights = check_weights(masks.weights, "tune.train.masks.weights", opts)
 
 
 def run_tune(job: TuneJobConfig, opts: storage.StorageOptions | None = None) -> dict:
@@ -323,7 +167,7 @@ def run_tune(job: TuneJobConfig, opts: storage.StorageOptions | None = None) -> 
 
     The storage keys must be in the environment of the driver and of the Ray job (see
     `check_keys_from_environment`); `pixelclip tune` passes them to its Ray job itself."""
-    job.tracking_uri = job.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    job.train.tracking_uri = job.train.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     job.validate()
     opts = opts or storage.StorageOptions.from_env()
     storage.for_ray(opts)  # the trials read the keys from their node's environment, never from the sweep
@@ -343,7 +187,7 @@ def run_tune(job: TuneJobConfig, opts: storage.StorageOptions | None = None) -> 
     if parent:
         import mlflow
 
-        client = mlflow.MlflowClient(job.tracking_uri)
+        client = mlflow.MlflowClient(job.train.tracking_uri)
         run_ids = close_children(client, parent, rows, job)
         for row in rows:
             row["mlflow_run_id"] = run_ids.get(row["trial_id"])
