@@ -19,7 +19,7 @@ lint: venv
 
 # The test command of the README and of CI: environment, lint, the whole suite.
 test: lint
-	$(PY) -m pytest -q -m "not docs"
+	$(PY) -m pytest -q -m "not docs" --durations=25
 
 # make demo (as pixelclip demo --model tiny) and every README/docs block as written, in a copy of the
 # checkout (about 6 minutes; kept out of make test, which is at CI's 30-minute limit)
