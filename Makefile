@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast docs-test demo demo-library bench synth-bench clean
+.PHONY: venv lint test test-long test-fast docs-test demo demo-library bench synth-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ lint: venv
 
 # The test command of the README and of CI: environment, lint, the whole suite.
 test: lint
-	$(PY) -m pytest -q -m "not docs" --durations=25
+	$(PY) -m pytest -q -m "not long" --durations=25
+
+# The multi-minute end-to-end scenarios (about 25 minutes on 2 cores): the local stack under faults
+# (tests/e2e/test_stack.py), a lost node, the SynthScenes benchmark --fast, the GPU benchmark's CPU smoke
+# run, and make demo + every README/docs block (docs-test). Kept out of make test, which must fit CI.
+test-long: venv
+	$(PY) -m pytest -q -m long --durations=10
 
 # make demo (as pixelclip demo --model tiny) and every README/docs block as written, in a copy of the
 # checkout (about 6 minutes; kept out of make test, which is at CI's 30-minute limit)

@@ -20,7 +20,7 @@ from PIL import Image
 from tests.doc_blocks import ROOT, all_blocks
 from tests.leaks import assert_no_secret
 
-pytestmark = [pytest.mark.slow, pytest.mark.docs]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.docs]
 CLEAN = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI")
 
 

@@ -18,6 +18,7 @@ def test_without_a_gpu_it_stops_at_once_with_a_message():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_smoke_run_on_the_cpu_prints_every_row():
     p = subprocess.run(["bash", "bench/gpu.sh", "--device", "cpu", "--smoke"], cwd=ROOT, capture_output=True,
                        text=True, timeout=600)

@@ -37,6 +37,7 @@ def _left(root: Path) -> list[int]:
     return [*marked_pids(RAY_MARK, str(root / "ray")), *tracking_pids(root / "mlflow"), *weed_pids(root)]
 
 
+@pytest.mark.long
 def test_stack_runs_submitted_jobs_and_stops_clean(tmp_path, capsys):
     import mlflow
 

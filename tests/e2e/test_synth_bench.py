@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_fast_benchmark_writes_the_report(tmp_path):
     root, out, t0 = tmp_path / "stack", tmp_path / "report", time.time()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_", "MLFLOW_"))}
