@@ -98,6 +98,10 @@ def build(cls: type, data: dict, prefix: str = "") -> Any:
     for key, value in data.items():
         name = f"{prefix}.{key}" if prefix else key
         kwargs[key] = _coerce(value, hints[key], name)
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and f.init
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{missing[0]} is required")
     return cls(**kwargs)
 
 
@@ -195,11 +199,7 @@ def load(cls: type, layers: list[dict], overrides: list[str] | None = None, pref
     data: dict = {}
     for layer in [*layers, *(expand_override(cls, item, prefix) for item in overrides or [])]:
         data = merge_dicts(data, _by_name(cls, layer))
-    try:
-        job = build(cls, data, prefix)
-    except TypeError as e:  # a required field missing
-        missing = str(e).split("argument", 1)[-1].strip(" :'")
-        raise ConfigError(f"{prefix + '.' if prefix else ''}{missing} is required") from None
+    job = build(cls, data, prefix)
     return job.validate() if hasattr(job, "validate") else job
 
 

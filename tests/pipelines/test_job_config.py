@@ -138,6 +138,16 @@ def test_config_job_resolves_a_file(tmp_path, capsys):
     assert dataclasses.asdict(again) == resolved
 
 
+def test_a_missing_required_field_is_named_where_it_sits():
+    from pipelines.stages.train.job import ValidationConfig
+
+    with pytest.raises(ConfigError, match=r"^train\.validation\.benchmark is required$"):
+        load(ValidationConfig, [{"root": "r"}], prefix="train.validation")
+    with pytest.raises(ConfigError, match=r"^train\.validation\.root is required$"):
+        load(TrainJobConfig, [{"data": "d", "storage": "s", "name": "n", "validation": {"benchmark": "voc-20"}}],
+             prefix="train")
+
+
 def test_describe_marks_required_fields():
     from pipelines.stages.train.job import ValidationConfig
 
