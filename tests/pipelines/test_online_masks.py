@@ -126,13 +126,13 @@ def test_train_with_dino_masks_per_crop(store, ray_local, ready):
 
 
 def test_bad_online_masks_config_names_the_field():
-    from pipelines.stages.train.job import OnlineMasksConfig
+    from pipelines.stages.train.job import OnlineMasksConfig, TrainJobConfig
 
     with pytest.raises(ValueError, match=r"train\.masks\.weights is required"):
         OnlineMasksConfig(source="dino").validate()
     with pytest.raises(ValueError, match=r"train\.masks\.source must be one of stored, dino"):
         OnlineMasksConfig(source="sam").validate()
     with pytest.raises(ValueError, match=r"unknown field train\.masks\.kk"):
-        OnlineMasksConfig.from_dict({"kk": 3})
+        TrainJobConfig(data="d", storage="s", name="n", masks={"kk": 3})
     with pytest.raises(ValueError, match=r"gpus_per_actor must be in \(0, 1\)"):
         OnlineMasksConfig(source="dino", allow_random_weights=True, gpus_per_actor=1.0).validate()

@@ -78,15 +78,6 @@ class OnlineMasksConfig:
         check(self.batch_size >= 1, f"{p}.batch_size", "must be >= 1", self.batch_size)
         return self
 
-    @classmethod
-    def from_dict(cls, d: dict | OnlineMasksConfig | None, prefix: str = "train.masks") -> OnlineMasksConfig:
-        if isinstance(d, cls):
-            return d.validate(prefix)
-        if d is None:
-            return cls()
-        check(isinstance(d, dict), prefix, "must be a mapping", d)
-        return build(cls, d, prefix).validate(prefix)
-
 
 @dataclass
 class TrainJobConfig:
