@@ -21,14 +21,14 @@ lint: venv
 test: lint
 	$(PY) -m pytest -q -m "not long" --durations=25
 
-# The multi-minute end-to-end scenarios (about 25 minutes on 2 cores): the local stack under faults
+# The multi-minute end-to-end scenarios (about 17 minutes on 2 cores): the local stack under faults
 # (tests/e2e/test_stack.py), a lost node, the SynthScenes benchmark --fast, the GPU benchmark's CPU smoke
-# run, and make demo + every README/docs block (docs-test). Kept out of make test, which must fit CI.
+# run. Kept out of make test, which must fit CI's 30 minutes.
 test-long: venv
 	$(PY) -m pytest -q -m long --durations=10
 
 # make demo (as pixelclip demo --model tiny) and every README/docs block as written, in a copy of the
-# checkout (about 6 minutes; kept out of make test, which is at CI's 30-minute limit)
+# checkout (about 7.5 minutes alone; make test runs it too)
 docs-test: venv
 	$(PY) -m pytest -q -m docs
 
