@@ -1,6 +1,7 @@
-"""A stack service killed by PID comes back where it was and nothing else restarts; one whose port was
-taken while it was down moves, and the services that point at it follow (MLflow, the Ray head and
-env.sh). The fault sequence with submitted jobs is test_stack.py's (make test-long)."""
+"""`stack up` on a running stack says which flags its head kept. A stack service killed by PID comes
+back where it was and nothing else restarts; one whose port was taken while it was down moves, and the
+services that point at it follow (MLflow, the Ray head and env.sh). The fault sequence with submitted
+jobs is test_stack.py's (make test-long)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from urllib.parse import urlparse
 import pytest
 
 from pipelines import storage
+from pipelines.cli import run_command
 from pipelines.local.objectstore import weed_pids
 from pipelines.local.ray_head import MARK_VAR as RAY_MARK
 from pipelines.local.service import marked_pids, port_free
@@ -56,7 +58,7 @@ def _hold(port: int) -> socket.socket:
 
 
 @pytest.mark.timeout(900)  # about 1.5 min alone: three Ray head starts, one 15 s wait for a taken port
-def test_a_killed_service_returns_in_place_and_a_moved_one_takes_its_dependents_along(tmp_path):
+def test_a_killed_service_returns_in_place_and_a_moved_one_takes_its_dependents_along(tmp_path, capsys):
     import mlflow
 
     root = tmp_path / "stack"
@@ -64,6 +66,10 @@ def test_a_killed_service_returns_in_place_and_a_moved_one_takes_its_dependents_
     try:
         env = stack.up()
         first = _pids(stack)
+        # `stack up` with other flags on a running stack keeps the head and says what it kept
+        assert run_command(["stack", "up", "--stack-dir", str(root), "--num-cpus", "4"]) == 0
+        assert "note: the running Ray head keeps num-cpus=2 (asked 4)" in capsys.readouterr().out
+        assert _pids(stack) == first
 
         # killed by PID, `up` again: the same addresses, and MLflow and the head were left alone
         os.killpg(first["object store"], signal.SIGKILL)
