@@ -17,18 +17,19 @@ venv: $(STAMP)
 lint: venv
 	$(VENV)/bin/ruff check .
 
-# The test command of the README and of CI: environment, lint, the whole suite.
+# The test command of the README and of CI: environment, lint, the suite but the long scenarios
+# (a fresh-clone CI took 16 minutes on 2 cores; this machine's speed varies up to twofold).
 test: lint
 	$(PY) -m pytest -q -m "not long" --durations=25
 
-# The multi-minute end-to-end scenarios (about 17 minutes on 2 cores): the local stack under faults
+# The multi-minute end-to-end scenarios (6 to 17 minutes on 2 cores): the local stack under faults
 # (tests/e2e/test_stack.py), a lost node, the SynthScenes benchmark --fast, the GPU benchmark's CPU smoke
 # run. Kept out of make test, which must fit CI's 30 minutes.
 test-long: venv
 	$(PY) -m pytest -q -m long --durations=10
 
 # make demo (as pixelclip demo --model tiny) and every README/docs block as written, in a copy of the
-# checkout (about 7.5 minutes alone; make test runs it too)
+# checkout (5 to 7.5 minutes alone; make test runs it too)
 docs-test: venv
 	$(PY) -m pytest -q -m docs
 
