@@ -33,6 +33,11 @@ def file_hits(secret: str, roots: list[Path], since: float) -> list[str]:
     return hits
 
 
+def ray_sessions() -> list[Path]:
+    """The session folders of every Ray on this machine that uses the shared /tmp/ray."""
+    return [p for p in RAY_SESSIONS.glob("session_*") if p.is_dir() and not p.is_symlink()]
+
+
 def ray_state_hits(secret: str, env: dict) -> list[str]:
     """`ray list actors/tasks --detail` against the head that `env` points at."""
     ray = str(Path(sys.executable).parent / "ray")
@@ -73,8 +78,7 @@ def secret_hits(secret: str, stack_root: Path, env: dict, since: float, tmp: Pat
     from pipelines.local.ray_head import RayHead
 
     hits = file_hits(secret, [stack_root / "ray", stack_root / "mlflow", RayHead(stack_root / "ray").temp_dir], since)
-    hits += file_hits(secret, [p for p in RAY_SESSIONS.glob("session_*") if p.is_dir() and not p.is_symlink()],
-                      since)  # Ray's shared folder too, should anything of the stack land there
+    hits += file_hits(secret, ray_sessions(), since)  # Ray's shared folder too, should anything of the stack land there
     hits += ray_state_hits(secret, env)
     hits += mlflow_hits(secret, env["MLFLOW_TRACKING_URI"], tmp)
     return hits

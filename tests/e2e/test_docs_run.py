@@ -53,7 +53,7 @@ def _demo(repo: Path, env: dict) -> None:
     assert set(summary["seconds"]) >= {"prepare", "train", "evaluate the fine-tuned model", "segment"}
 
 
-@pytest.mark.timeout(1800)  # about 7.5 min alone; the demo and the README's tour each start Ray jobs
+@pytest.mark.timeout(1800)  # 4 to 7.5 min alone; the demo and the README's tour each start Ray jobs
 def test_the_demo_then_every_runnable_block_as_written(tmp_path):
     repo, t0 = _copy_of_checkout(tmp_path / "checkout"), time.time()
     env = {k: v for k, v in os.environ.items() if k not in CLEAN and not k.startswith(("AWS_", "RAY_AUTH"))}

@@ -79,7 +79,7 @@ def _mlflow_runs(uri: str, name: str):
     return client, client.search_runs([exp.experiment_id], filter_string=f"tags.`pixelclip.run` = '{name}'")
 
 
-@pytest.mark.timeout(1200)  # about 4 min alone; beside two other heavy jobs the first checkpoint took over 4 min
+@pytest.mark.timeout(1200)  # about 2 min alone; beside two other heavy jobs the first checkpoint took over 4 min
 def test_killed_worker_is_replaced_training_resumes_and_resumes_again_by_name(store, ray_local, ready, tmp_path,
                                                                               mlflow_server):
     """Two DDP workers; one is killed mid-run: it is replaced and the run resumes from its last checkpoint

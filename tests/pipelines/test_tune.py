@@ -19,7 +19,7 @@ from pipelines.stages.tune.job import TuneJobConfig, parse_search
 from pipelines.stages.tune.sweep import best_trial, param_space, run_tune
 from pipelines.storage import StorageError
 from pixelclip.config import ConfigError
-from tests.leaks import RAY_SESSIONS, file_hits, mlflow_hits, ray_state_hits
+from tests.leaks import file_hits, mlflow_hits, ray_sessions, ray_state_hits
 
 
 def _model(steps: int = 12, length: int | None = None) -> dict:
@@ -188,8 +188,7 @@ def test_sweep_interrupted_resumes_and_registers_best(store, ray_local, ready, m
     assert any(f.endswith(".pkl") for f in stored) and any("experiment_state" in f for f in stored)
     assert not [f for f in stored if store.secret_key.encode() in fs.cat(f)]
     # nor anything Ray or MLflow kept: the sweep's shell had the keys, its runtime env did not
-    sessions = [p for p in RAY_SESSIONS.glob("session_*") if p.is_dir() and not p.is_symlink()]
-    hits = file_hits(store.secret_key, sessions, t0)
+    hits = file_hits(store.secret_key, ray_sessions(), t0)
     hits += ray_state_hits(store.secret_key, {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address})
     hits += mlflow_hits(store.secret_key, uri, tmp_path / "leaks")
     assert hits == [], f"the storage secret is in: {hits}"
