@@ -101,3 +101,13 @@ def assert_no_secret(root: Path, since: float, tmp: Path) -> None:
     env = stack_env(root)
     hits = secret_hits(env["AWS_SECRET_ACCESS_KEY"], root, {**os.environ, **env}, since, tmp)
     assert hits == [], f"the storage secret key appears in: {hits[:20]}"
+
+
+def stack_pids(root: Path) -> list[int]:
+    """Every process of the stack in `root` still alive: its Ray head's, MLflow's and SeaweedFS's."""
+    from pipelines.local.objectstore import weed_pids
+    from pipelines.local.ray_head import MARK_VAR
+    from pipelines.local.service import marked_pids
+    from pipelines.local.tracking import tracking_pids
+
+    return [*marked_pids(MARK_VAR, str(root / "ray")), *tracking_pids(root / "mlflow"), *weed_pids(root)]

@@ -14,13 +14,11 @@ import pytest
 
 from pipelines import storage
 from pipelines.cli import run_command
-from pipelines.local.objectstore import weed_pids
 from pipelines.local.ray_head import MARK_VAR as RAY_MARK
 from pipelines.local.service import marked_pids
 from pipelines.local.stack import Stack
-from pipelines.local.tracking import tracking_pids
 from pipelines.synth.sa1b import write_shards
-from tests.leaks import assert_no_secret, stack_env
+from tests.leaks import assert_no_secret, stack_env, stack_pids
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -31,10 +29,6 @@ def _submit(env: dict, *args: str, timeout: int = 400) -> subprocess.CompletedPr
     cmd = [ray, "job", "submit", "--working-dir", str(REPO), "--entrypoint-num-cpus", "0", "--",
            sys.executable, "-m", "pipelines.cli", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _left(root: Path) -> list[int]:
-    return [*marked_pids(RAY_MARK, str(root / "ray")), *tracking_pids(root / "mlflow"), *weed_pids(root)]
 
 
 @pytest.mark.long
@@ -118,7 +112,7 @@ def test_stack_runs_submitted_jobs_and_stops_clean(tmp_path, capsys):
         assert _submit(shell, "config", "tiny", timeout=300).returncode == 0
     finally:
         assert run_command(["stack", "down", "--stack-dir", str(root)]) == 0
-    assert _left(root) == []
+    assert stack_pids(root) == []
     assert not _cmdline_pids("orphan-check", root) and not _cmdline_pids("RayTrainWorker", root)
     assert not any(v["running"] for v in stack.status().values())
 

@@ -18,12 +18,9 @@ import pytest
 from pipelines import storage
 from pipelines.cli import run_command
 from pipelines.local import objectstore
-from pipelines.local.objectstore import weed_pids
-from pipelines.local.ray_head import MARK_VAR as RAY_MARK
-from pipelines.local.service import marked_pids, port_free
+from pipelines.local.service import port_free
 from pipelines.local.stack import Stack
-from pipelines.local.tracking import tracking_pids
-from tests.leaks import stack_env
+from tests.leaks import stack_env, stack_pids
 
 pytestmark = pytest.mark.slow
 
@@ -109,4 +106,4 @@ def test_a_killed_service_returns_in_place_and_a_moved_one_takes_its_dependents_
                    for p in storage.list_files("s3://data/mlflow/", (".txt",), opts))
     finally:
         stack.down()
-    assert [*marked_pids(RAY_MARK, str(root / "ray")), *tracking_pids(root / "mlflow"), *weed_pids(root)] == []
+    assert stack_pids(root) == []
