@@ -20,8 +20,7 @@ from pipelines.stages.tune.job import TuneJobConfig
 from pipelines.synth.report import claims, summarize
 from pipelines.synth.testbed import variants
 from pixelclip.synth import CLASS_NAMES
-from tests.e2e.test_stack import _left
-from tests.leaks import assert_no_secret
+from tests.leaks import assert_no_secret, stack_pids
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +38,7 @@ def test_fast_benchmark_writes_the_report(tmp_path):
         assert_no_secret(root, t0, tmp_path / "leaks")  # prepare, evaluate and a Tune sweep: no key anywhere
     finally:
         assert run_command(["stack", "down", "--stack-dir", str(root)]) == 0
-    assert _left(root) == []
+    assert stack_pids(root) == []
     result = json.loads((out / "results.json").read_text())
     tb = result["testbed"]
     variants = tb["variants"]  # --fast: PixelCLIP alone, no K sweep (every variant takes steps below)
