@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -55,3 +56,12 @@ def add_address(p) -> None:
 
 def add_stack_dir(p) -> None:
     p.add_argument("--stack-dir", default=".stack", help="the local stack's folder (data, logs, env.sh)")
+
+
+def report_status(what: str, st: dict, print_running: Callable[[dict], None]) -> int:
+    """`status` of one local service: 1 after "WHAT: not running", else 0 after what `print_running(st)` says."""
+    if not st["running"]:
+        print(f"{what}: not running")
+        return 1
+    print_running(st)
+    return 0

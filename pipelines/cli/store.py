@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pipelines.cli.common import report_status
+
 HELP = "start, stop or report the local SeaweedFS object store"
 
 
@@ -26,24 +28,22 @@ def run(args) -> int:
     try:
         if args.action == "start":
             store.start(timeout=args.timeout)
-            st = store.status()
-            print(f"SeaweedFS running (pid {st['pid']}), S3 endpoint {st['endpoint']}")
             print(f"access key {mask(store.credentials()['access_key'])}; secret in {store.credentials_file}")
             for bucket in args.bucket:
                 store.create_bucket(bucket)
                 print(f"bucket {bucket} ready")
-            print(f"to use it: source {store.env_file}")
+            _print_running(store, store.status())
         elif args.action == "stop":
             store.stop(timeout=args.timeout)
             print(f"SeaweedFS in {store.data_dir} stopped")
         else:
-            st = store.status()
-            if not st["running"]:
-                print(f"SeaweedFS in {store.data_dir}: not running")
-                return 1
-            print(f"SeaweedFS in {store.data_dir}: running (pid {st['pid']}), S3 endpoint {st['endpoint']}")
-            print(f"to use it: source {store.env_file}")
+            return report_status(f"SeaweedFS in {store.data_dir}", store.status(), lambda st: _print_running(store, st))
     except ObjectStoreError as err:
         print(f"pixelclip store {args.action}: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _print_running(store, st: dict) -> None:
+    print(f"SeaweedFS in {store.data_dir}: running (pid {st['pid']}), S3 endpoint {st['endpoint']}")
+    print(f"to use it: source {store.env_file}")

@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pipelines.cli.common import report_status
+
 HELP = "start, stop or report the local MLflow server"
 
 
@@ -37,11 +39,8 @@ def run(args) -> int:
             server.stop()
             print(f"MLflow server in {server.data_dir} stopped")
         else:
-            st = server.status()
-            if not st["running"]:
-                print(f"MLflow server in {server.data_dir}: not running")
-                return 1
-            _print_running(server, st)
+            return report_status(f"MLflow server in {server.data_dir}", server.status(),
+                                 lambda st: _print_running(server, st))
     except TrackingError as err:
         print(f"pixelclip tracking {args.action}: error: {err}", file=sys.stderr)
         return 2

@@ -59,3 +59,11 @@ def test_help_of_every_command(name, capsys):
     with pytest.raises(SystemExit) as e:
         parser().parse_args([name, "--help"])
     assert e.value.code == 0 and f"usage: pixelclip {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command,what", [("store", "SeaweedFS"), ("tracking", "MLflow server")])
+def test_status_of_a_stopped_service_says_so_and_exits_1(command, what, tmp_path, capsys):
+    from pipelines.cli import run_command
+
+    assert run_command([command, "status", "--dir", str(tmp_path / "svc")]) == 1
+    assert capsys.readouterr().out.strip() == f"{what} in {tmp_path / 'svc'}: not running"
