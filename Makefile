@@ -18,7 +18,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 # The test command of the README and of CI: environment, lint, the suite but the long scenarios
-# (a fresh-clone CI took 16 minutes on 2 cores; this machine's speed varies up to twofold).
+# (a fresh-clone CI took 13 to 16 minutes on 2 cores; this machine's speed varies up to twofold).
 test: lint
 	$(PY) -m pytest -q -m "not long" --durations=25
 
